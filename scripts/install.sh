@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install rankscope into it, with torch pinned by constraints.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[${1:-test}]"

@@ -1,0 +1,246 @@
+"""The analyze stage: spectral analysis of ΔW and attention analysis, rows into the store.
+
+Per run and module: W₀ from the base model, W₁ = W₀ + ΔW with ΔW taken from peft
+(`get_delta_weight`, i.e. s·B·A) for LoRA, or the saved weights for full SFT. LoRA's ΔW
+spectrum comes from its factors (no dense SVD of ΔW); W₀'s SVD is computed once per base
+model and shared by all runs. Each (run, module) is stored in one transaction, so the stage
+resumes per module.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rankscope.config import SweepConfig
+from rankscope.plan import RunSpec
+from rankscope.store import Store
+
+_W0_SVD: dict[tuple[str, str], Any] = {}
+
+
+def _layer_index(name: str) -> int:
+    parts = name.split(".")
+    for i, p in enumerate(parts[:-1]):
+        if p == "layers" and parts[i + 1].isdigit():
+            return int(parts[i + 1])
+    return -1
+
+
+def analysed_modules(model: Any, cfg: SweepConfig) -> list[str]:
+    """Dotted names of the linear modules to analyse (LoRA targets, or all linear layers)."""
+    import torch
+
+    targets = cfg.methods.lora.target_modules
+    every = cfg.analysis.modules == "all-linear" or targets == ["all-linear"]
+    names = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear) and _layer_index(name) >= 0:
+            if every or name.rsplit(".", 1)[-1] in targets:
+                names.append(name)
+    return names
+
+
+def _base_weights(base: Any, names: list[str]) -> dict[str, Any]:
+    mods = dict(base.named_modules())
+    return {n: mods[n].weight.detach().double().cpu() for n in names}
+
+
+def _lora_pairs(run_dir: Path, base: Any, names: list[str]) -> Iterator[tuple[str, Any, Any]]:
+    """(name, ΔW, ΔW singular values or None) from a saved adapter, via peft's own layers."""
+    import copy
+
+    from peft import PeftModel
+
+    peft_model = PeftModel.from_pretrained(copy.deepcopy(base), run_dir / "adapter")
+    from rankscope.analysis.spectral import lora_delta_singular_values
+
+    mods = dict(peft_model.get_base_model().named_modules())
+    for n in names:
+        layer = mods[n]
+        if not hasattr(layer, "lora_A") or "default" not in layer.lora_A:
+            yield n, None, None  # not adapted: ΔW = 0
+            continue
+        delta = layer.get_delta_weight("default").detach().double()
+        sv = None
+        if not getattr(layer, "use_dora", {}).get("default", False):
+            a = layer.lora_A["default"].weight.detach()
+            b = layer.lora_B["default"].weight.detach()
+            sv = lora_delta_singular_values(b, a, float(layer.scaling["default"]))
+        yield n, delta, sv
+
+
+def _full_pairs(run_dir: Path, w0: dict[str, Any]) -> Iterator[tuple[str, Any, Any]]:
+    import torch
+    from safetensors import safe_open
+
+    files = sorted((run_dir / "model").glob("*.safetensors"))
+    found: dict[str, Any] = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            for n in w0:
+                key = f"{n}.weight"
+                if key in st.keys():
+                    found[n] = st.get_tensor(key).to(torch.float64)
+    for n, w in w0.items():
+        yield n, found[n] - w, None
+
+
+def _w0_svd(model_key: str, name: str, w0: Any) -> Any:
+    key = (model_key, name)
+    if key not in _W0_SVD:
+        _W0_SVD[key] = np.linalg.svd(w0.numpy(), full_matrices=False)
+    return _W0_SVD[key]
+
+
+def spectral_rows(run: RunSpec, run_dir: Path, cfg: SweepConfig, store: Store, base: Any,
+                  model_key: str) -> int:
+    """Analyse every module of one run not yet in the store; return how many were added."""
+    from rankscope.analysis.spectral import compare_weights
+
+    if run.method == "base":
+        return 0
+    names = analysed_modules(base, cfg)
+    todo = [n for n in names if not store.has_analysis(run.run_id, "spectral", n)]
+    if not todo:
+        return 0
+    w0 = _base_weights(base, todo)
+    pairs = _lora_pairs(run_dir, base, todo) if run.method == "lora" else \
+        _full_pairs(run_dir, w0)
+    a = cfg.analysis
+    for name, delta, sv in pairs:
+        base_w = w0[name]
+        delta = delta if delta is not None else base_w * 0
+        metrics = compare_weights(base_w.numpy(), (base_w + delta).numpy(), k=a.top_k,
+                                  intruder_k=a.intruder_k, eps=tuple(a.intruder_eps),
+                                  w0_svd=_w0_svd(model_key, name, base_w), delta_sv=sv)
+        short, layer = name.rsplit(".", 1)[-1], _layer_index(name)
+        rows = [(run.run_id, "spectral", name, layer, -1, k, float(v))
+                for k, v in metrics.items()]
+        rows.append((run.run_id, "spectral", name, layer, -1, f"type:{short}", 1.0))
+        store.save_analysis(rows)
+    return len(todo)
+
+
+def fit_rows(store: Store) -> None:
+    """Fit mean ‖ΔW‖_F against LoRA rank per train task and module type (and 'all')."""
+    from rankscope.analysis.spectral import fit_norm_vs_rank
+
+    runs = {r["run_id"]: r for r in store.runs() if r["method"] == "lora" and
+            r["status"] == "done"}
+    by: dict[tuple[str, str, int], list[float]] = {}
+    for row in store.analysis("spectral"):
+        run = runs.get(row["run_id"])
+        if run is None or row["metric"] != "fro":
+            continue
+        short = row["module"].rsplit(".", 1)[-1]
+        for mod in (short, "all"):
+            by.setdefault((run["train_task"], mod, run["rank"]), []).append(row["value"])
+    out = []
+    for task, mod in {(t, m) for t, m, _ in by}:
+        ranks = sorted(r for t, m, r in by if (t, m) == (task, mod))
+        norms = [float(np.mean(by[(task, mod, r)])) for r in ranks]
+        for k, v in fit_norm_vs_rank(ranks, norms).items():
+            out.append((task, "spectral_fit", mod, -1, -1, k, float(v)))
+    if out:
+        store.save_analysis(out)
+
+
+# ------------------------------------------------------------------ attention
+def probe_batches(cfg: SweepConfig, items_by_task: dict[str, list], tok: Any
+                  ) -> list[tuple[Any, Any]]:
+    """A fixed, seeded probe set drawn from the sweep's eval tasks, as padded batches."""
+    import torch
+
+    rng = random.Random(f"probe/{cfg.seeds[0]}")
+    pool = [it.prompt for task in sorted(items_by_task) for it in items_by_task[task]]
+    prompts = rng.sample(pool, min(cfg.analysis.probe_items, len(pool)))
+    batches = []
+    for i in range(0, len(prompts), 16):
+        enc = [tok(p)["input_ids"] for p in prompts[i:i + 16]]
+        width = max(map(len, enc))
+        ids = torch.full((len(enc), width), tok.pad_token_id)
+        mask = torch.zeros((len(enc), width), dtype=torch.long)
+        for r, s in enumerate(enc):
+            ids[r, :len(s)] = torch.tensor(s)
+            mask[r, :len(s)] = 1
+        batches.append((ids, mask))
+    return batches
+
+
+def attention_rows(run: RunSpec, model: Any, base: Any, batches: list, store: Store) -> None:
+    """Per layer/head entropy, sink mass, JS divergence vs base; per layer CKA."""
+    from rankscope.analysis.attention import attention_stats
+
+    if store.has_analysis(run.run_id, "attention"):
+        return
+    ref = None if run.method == "base" else base
+    rows = []
+    for r in attention_stats(model, ref, batches):
+        if "head" in r:
+            for metric in ("entropy", "sink_mass", "js_div"):
+                if metric in r:
+                    rows.append((run.run_id, "attention", "attn", r["layer"], r["head"], metric,
+                                 float(r[metric])))
+        else:
+            rows.append((run.run_id, "cka", "hidden", r["layer"], -1, "cka", float(r["cka"])))
+    store.save_analysis(rows)
+
+
+def top_heads(store: Store, run_id: str, n: int) -> list[tuple[int, int]]:
+    rows = [r for r in store.analysis("attention") if r["run_id"] == run_id and
+            r["metric"] == "js_div"]
+    rows.sort(key=lambda r: -r["value"])
+    return [(r["layer"], r["head"]) for r in rows[:n]]
+
+
+def ablation_rows(run: RunSpec, model: Any, tok: Any, tasks: list[tuple[Any, list]],
+                  store: Store, cfg: SweepConfig) -> None:
+    """Zero each of the top-H most-changed heads; store the accuracy change per task."""
+    from rankscope.analysis.attention import ablate_heads
+    from rankscope.evaluate import evaluate
+
+    if run.method == "base" or cfg.analysis.ablate_top == 0 or \
+            store.has_analysis(run.run_id, "ablation"):
+        return
+    rows = []
+    for task, items in tasks:
+        def primary(m: dict) -> float:
+            return m["acc"][0] if "acc" in m else m["em_strict"][0]
+
+        before = primary(evaluate(model, tok, task, items, cfg.eval.batch_size,
+                                  cfg.eval.max_new_tokens)[0])
+        for layer, head in top_heads(store, run.run_id, cfg.analysis.ablate_top):
+            with ablate_heads(model, [(layer, head)]):
+                after = primary(evaluate(model, tok, task, items, cfg.eval.batch_size,
+                                         cfg.eval.max_new_tokens)[0])
+            rows.append((run.run_id, "ablation", "attn", layer, head, f"delta:{task.name}",
+                         after - before))
+    store.save_analysis(rows)
+
+
+def ablation_tasks(run: RunSpec, cfg: SweepConfig, items: dict[str, list]) -> list[str]:
+    """The run's in-domain task and one cross-domain task (retention if nothing else)."""
+    others = [t for t in cfg.tasks.eval if t not in (run.train_task, cfg.tasks.retention)]
+    chosen = [run.train_task] if run.train_task in items else []
+    return chosen + [others[0] if others else cfg.tasks.retention]
+
+
+def analyze_run(run: RunSpec, run_dir: Path, cfg: SweepConfig, store: Store, base: Any,
+                tok: Any, model_key: str, batches: list, items: dict[str, list]) -> None:
+    """Every analysis of one run; each piece is skipped when its rows are stored."""
+    from rankscope.methods import load_for_eval
+    from rankscope.tasks import TASKS
+
+    spectral_rows(run, run_dir, cfg, store, base, model_key)
+    if not cfg.analysis.attention:
+        return
+    model = base if run.method == "base" else load_for_eval(run, run_dir, cfg.model)[0]
+    attention_rows(run, model, base, batches, store)
+    n = cfg.analysis.ablation_items
+    tasks = [(TASKS[t], items[t][:n]) for t in ablation_tasks(run, cfg, items)]
+    ablation_rows(run, model, tok, tasks, store, cfg)

@@ -1,0 +1,184 @@
+"""The `rankscope` command line (typer + rich). Torch is imported only by commands that need it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rankscope.errors import RankscopeError, RunFailed
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Which LoRA rank (or full fine-tuning) for your task, and what each "
+                       "costs in forgotten knowledge and cross-domain robustness.")
+world_app = typer.Typer(no_args_is_help=True, help="The embedded toy world.")
+app.add_typer(world_app, name="world")
+console = Console(stderr=True)
+_state = {"debug": False}
+
+ConfigArg = Annotated[Path | None, typer.Argument(help="Sweep config YAML (default: the "
+                                                       "embedded toy sweep).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key, e.g. "
+                                                  "--set train.epochs=2 (repeatable).")]
+OutOpt = Annotated[Path | None, typer.Option("--output-dir", "-o", help="Output directory "
+                                             "(default runs/<name>).")]
+DirArg = Annotated[Path, typer.Argument(help="A sweep's output directory.")]
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False):
+    _state["debug"] = debug
+
+
+def _load(config: Path | None, sets: list[str] | None, output_dir: Path | None):
+    from rankscope.config import load_config
+
+    overrides = list(sets or [])
+    if output_dir is not None:
+        overrides.append(f"output_dir={output_dir}")
+    return load_config(config, overrides)
+
+
+@app.command()
+def run(config: ConfigArg = None, set_: SetOpt = None, output_dir: OutOpt = None,
+        force: Annotated[bool, typer.Option(help="Redo runs made with another config.")] = False,
+        fail_fast: Annotated[bool, typer.Option(help="Stop at the first failed run.")] = False):
+    """Run the sweep (train, evaluate, report); finished work is never redone."""
+    from rankscope.pipeline import run_sweep
+    from rankscope.progress import rich_stages
+
+    cfg = _load(config, set_, output_dir)
+    console.print(f"[bold]rankscope[/bold] sweep [cyan]{cfg.name}[/cyan] -> {cfg.out_dir}")
+    with rich_stages(console) as stages:
+        outcome = run_sweep(cfg, force=force, fail_fast=fail_fast, stages=stages)
+    console.print(f"{len(outcome.done)} run(s) done now, {len(outcome.skipped)} already done, "
+                  f"{len(outcome.failed)} failed")
+    if outcome.report:
+        console.print(f"report: [green]{outcome.report['html']}[/green]")
+    if outcome.failed:
+        table = Table("failed run", "reason")
+        for rid, msg in outcome.failed.items():
+            table.add_row(rid, msg)
+        console.print(table)
+        raise RunFailed(f"{len(outcome.failed)} run(s) failed; see the table above")
+
+
+@app.command()
+def plan(config: ConfigArg = None, set_: SetOpt = None, output_dir: OutOpt = None):
+    """Show the grid: which runs exist, which are done, which are pending."""
+    from rankscope.plan import make_plan
+    from rankscope.store import Store
+
+    cfg = _load(config, set_, output_dir)
+    runs = make_plan(cfg)
+    store_path = cfg.out_dir / "results.sqlite"
+    statuses: dict[str, str] = {}
+    if store_path.exists():
+        from rankscope.pipeline import run_status
+
+        store = Store(store_path)
+        statuses = {r.run_id: run_status(store, r, cfg) for r in runs}
+        store.close()
+    table = Table("run id", "method", "train task", "rank", "alpha", "lr", "seed", "status",
+                  title=f"sweep {cfg.name}: {len(runs)} runs x {len(cfg.tasks.eval)} eval tasks")
+    for r in runs:
+        table.add_row(r.run_id, r.method, r.train_task or "-", str(r.rank or "-"),
+                      f"{r.alpha:g}" if r.alpha else "-", f"{r.lr:g}" if r.lr else "-",
+                      str(r.seed), statuses.get(r.run_id, "pending"))
+    Console().print(table)
+
+
+@app.command()
+def report(out_dir: DirArg = Path("runs/toy")):
+    """(Re)write report.md, report.html and figures from a sweep's results store."""
+    from rankscope.pipeline import STORE_NAME, write_sweep_report
+
+    if not (out_dir / STORE_NAME).exists():
+        raise RankscopeError(f"{out_dir}: no {STORE_NAME} here; run a sweep first")
+    paths = write_sweep_report(out_dir)
+    console.print(f"report: [green]{paths['html']}[/green]")
+
+
+@app.command()
+def status(out_dir: DirArg = Path("runs/toy")):
+    """Per run: status, stage and error."""
+    from rankscope.pipeline import STORE_NAME
+    from rankscope.store import Store
+
+    if not (out_dir / STORE_NAME).exists():
+        raise RankscopeError(f"{out_dir}: no {STORE_NAME} here; run a sweep first")
+    store = Store(out_dir / STORE_NAME)
+    table = Table("run id", "status", "stage", "error")
+    for r in store.runs():
+        table.add_row(r["run_id"], r["status"], r["stage"] or "", r["error"] or "")
+    store.close()
+    Console().print(table)
+
+
+@app.command()
+def export(out_dir: DirArg = Path("runs/toy")):
+    """Export the results store's tables as CSV files into <dir>/csv/."""
+    from rankscope.pipeline import STORE_NAME
+    from rankscope.store import Store
+
+    if not (out_dir / STORE_NAME).exists():
+        raise RankscopeError(f"{out_dir}: no {STORE_NAME} here; run a sweep first")
+    store = Store(out_dir / STORE_NAME)
+    paths = store.export_csv(out_dir / "csv")
+    store.close()
+    for p in paths:
+        console.print(str(p))
+
+
+@world_app.command("build")
+def world_build(preset: Annotated[str, typer.Option(help="default | small")] = "default",
+                seed: int = 0, cache_dir: Path | None = None,
+                force: Annotated[bool, typer.Option(help="Rebuild even if cached.")] = False):
+    """Build and cache the toy world's tokenizer and base model."""
+    from rankscope.progress import rich_stages
+    from rankscope.world.build import ensure_base_model
+    from rankscope.world.generator import PRESETS, spec_for
+
+    if preset not in PRESETS:
+        raise RankscopeError(f"--preset: {preset!r} is not one of {', '.join(PRESETS)}")
+    spec = spec_for(preset, seed)
+    with rich_stages(console) as stages:
+        stages.start("pretrain", spec.pretrain_steps)
+        path = ensure_base_model(spec, cache_dir, force=force,
+                                 on_step=lambda s, n, loss: stages.advance("pretrain", 1))
+    console.print(f"toy base model: [green]{path}[/green]")
+
+
+def main() -> None:
+    """Entry point: user errors print one message and exit non-zero, without a traceback."""
+    try:
+        app(standalone_mode=False)
+    except RankscopeError as e:
+        if _state["debug"]:
+            raise
+        console.print(f"[red]error:[/red] {e}", highlight=False)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]; finished results are kept, rerun to resume")
+        sys.exit(130)
+    except (typer.Abort, typer.Exit) as e:
+        sys.exit(getattr(e, "exit_code", 1))
+    except Exception as e:  # click usage errors and the unexpected
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if _state["debug"]:
+            raise
+        console.print(f"[red]internal error:[/red] {type(e).__name__}: {e} (rerun with --debug "
+                      "for the traceback)", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""The results store: one SQLite file per sweep (WAL mode, one transaction per unit of results).
+
+Keys are unique, so re-writing a unit replaces it instead of duplicating it; a stage is
+skipped when its rows exist. The report reads only this file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+  run_id TEXT PRIMARY KEY,
+  model TEXT NOT NULL,
+  train_task TEXT,            -- NULL for the base model
+  method TEXT NOT NULL,       -- base | full | lora
+  rank INTEGER,               -- LoRA rank, NULL otherwise
+  alpha REAL,
+  lr REAL,
+  seed INTEGER,
+  variant TEXT NOT NULL DEFAULT '',   -- e.g. rslora, dora, pissa
+  config_hash TEXT NOT NULL,
+  status TEXT NOT NULL,       -- pending | running | trained | done | failed
+  stage TEXT,
+  error TEXT,
+  log_path TEXT,
+  trainable_params INTEGER,
+  total_params INTEGER,
+  train_seconds REAL,
+  tokens_per_second REAL,
+  peak_memory_mb REAL,
+  final_train_loss REAL,
+  run_dir TEXT,
+  updated_at REAL
+);
+CREATE TABLE IF NOT EXISTS train_log (
+  run_id TEXT NOT NULL, step INTEGER NOT NULL, loss REAL, lr REAL, epoch REAL,
+  PRIMARY KEY (run_id, step)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+  run_id TEXT NOT NULL, task TEXT NOT NULL, metric TEXT NOT NULL,
+  value REAL, stderr REAL, n INTEGER,
+  PRIMARY KEY (run_id, task, metric)
+);
+CREATE TABLE IF NOT EXISTS predictions (
+  run_id TEXT NOT NULL, task TEXT NOT NULL, item_id TEXT NOT NULL,
+  pred TEXT, gold TEXT, correct INTEGER, detail TEXT,
+  PRIMARY KEY (run_id, task, item_id)
+);
+CREATE TABLE IF NOT EXISTS analysis (
+  run_id TEXT NOT NULL, kind TEXT NOT NULL, module TEXT NOT NULL, layer INTEGER NOT NULL,
+  head INTEGER NOT NULL DEFAULT -1, metric TEXT NOT NULL, value REAL,
+  PRIMARY KEY (run_id, kind, module, layer, head, metric)
+);
+"""
+
+RUN_FIELDS = (
+    "run_id", "model", "train_task", "method", "rank", "alpha", "lr", "seed", "variant",
+    "config_hash", "status", "stage", "error", "log_path", "trainable_params", "total_params",
+    "train_seconds", "tokens_per_second", "peak_memory_mb", "final_train_loss", "run_dir",
+    "updated_at",
+)
+
+
+class Store:
+    """Thin typed access to the sweep's SQLite file."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All writes inside commit together or not at all."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -------------------------------------------------------------- meta
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, items: dict[str, str]) -> None:
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(items.items()))
+
+    # -------------------------------------------------------------- runs
+    def upsert_run(self, **fields: Any) -> None:
+        """Insert a run row, or update the given fields of an existing one."""
+        fields["updated_at"] = time.time()
+        cols = ", ".join(fields)
+        marks = ", ".join("?" for _ in fields)
+        updates = ", ".join(f"{k}=excluded.{k}" for k in fields if k != "run_id")
+        with self.transaction() as c:
+            c.execute(f"INSERT INTO runs ({cols}) VALUES ({marks}) "
+                      f"ON CONFLICT(run_id) DO UPDATE SET {updates}", list(fields.values()))
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Update some fields of an existing run row."""
+        fields["updated_at"] = time.time()
+        sets = ", ".join(f"{k}=?" for k in fields)
+        with self.transaction() as c:
+            c.execute(f"UPDATE runs SET {sets} WHERE run_id=?", [*fields.values(), run_id])
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return dict(row) if row else None
+
+    def runs(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM runs ORDER BY run_id")]
+
+    def save_train_result(self, run_id: str, fields: dict[str, Any],
+                          log: Iterable[dict[str, float]]) -> None:
+        """The train stage's rows for one run, in one transaction."""
+        fields = {**fields, "updated_at": time.time()}
+        sets = ", ".join(f"{k}=?" for k in fields)
+        with self.transaction() as c:
+            c.execute(f"UPDATE runs SET {sets} WHERE run_id=?", [*fields.values(), run_id])
+            c.execute("DELETE FROM train_log WHERE run_id=?", (run_id,))
+            c.executemany("INSERT INTO train_log VALUES (?, ?, ?, ?, ?)",
+                          [(run_id, r["step"], r.get("loss"), r.get("lr"), r.get("epoch"))
+                           for r in log])
+
+    # -------------------------------------------------------------- evaluation
+    def has_metrics(self, run_id: str, task: str) -> bool:
+        q = "SELECT 1 FROM metrics WHERE run_id=? AND task=? LIMIT 1"
+        return self.conn.execute(q, (run_id, task)).fetchone() is not None
+
+    def save_eval(self, run_id: str, task: str, metrics: dict[str, tuple[float, float, int]],
+                  predictions: list[dict[str, Any]]) -> None:
+        """Metrics and per-item predictions of one (run, task), in one transaction."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM metrics WHERE run_id=? AND task=?", (run_id, task))
+            c.execute("DELETE FROM predictions WHERE run_id=? AND task=?", (run_id, task))
+            c.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)",
+                          [(run_id, task, k, v, se, n) for k, (v, se, n) in metrics.items()])
+            c.executemany(
+                "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, task, p["item_id"], str(p["pred"]), str(p["gold"]), int(p["correct"]),
+                  json.dumps(p.get("detail")) if p.get("detail") is not None else None)
+                 for p in predictions])
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute(
+            "SELECT * FROM metrics ORDER BY run_id, task, metric")]
+
+    def predictions(self, run_id: str, task: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute(
+            "SELECT * FROM predictions WHERE run_id=? AND task=? ORDER BY item_id",
+            (run_id, task))]
+
+    # -------------------------------------------------------------- analysis
+    def has_analysis(self, run_id: str, kind: str, module: str | None = None) -> bool:
+        q = "SELECT 1 FROM analysis WHERE run_id=? AND kind=?"
+        args: list[Any] = [run_id, kind]
+        if module is not None:
+            q += " AND module=?"
+            args.append(module)
+        return self.conn.execute(q + " LIMIT 1", args).fetchone() is not None
+
+    def save_analysis(self, rows: list[tuple[str, str, str, int, int, str, float]]) -> None:
+        """Rows (run_id, kind, module, layer, head, metric, value), in one transaction."""
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO analysis VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def analysis(self, kind: str | None = None) -> list[dict[str, Any]]:
+        q, args = "SELECT * FROM analysis", ()
+        if kind:
+            q, args = q + " WHERE kind=?", (kind,)
+        return [dict(r) for r in self.conn.execute(q + " ORDER BY run_id, module, layer", args)]
+
+    # -------------------------------------------------------------- export
+    def export_csv(self, out_dir: Path) -> list[Path]:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for table in ("runs", "metrics", "predictions", "train_log", "analysis"):
+            cur = self.conn.execute(f"SELECT * FROM {table}")
+            path = out_dir / f"{table}.csv"
+            tmp = path.with_suffix(".csv.tmp")
+            with tmp.open("w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow([d[0] for d in cur.description])
+                w.writerows(cur)
+            tmp.replace(path)
+            paths.append(path)
+        return paths

@@ -1,0 +1,101 @@
+"""What a task is: items with a prompt and a completion, a kind (mcq | gen), and a loader."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rankscope.errors import DataError
+
+LETTERS = "ABCDE"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One example. `prompt` ends where the model's answer starts."""
+
+    id: str
+    prompt: str
+    completion: str
+    """Training target (loss is on this only)."""
+    choices: tuple[str, ...] = ()
+    """MCQ option texts, in letter order (empty for generative items)."""
+    gold: int = -1
+    """MCQ: index of the correct option."""
+    answer: str = ""
+    """Generative: the gold final answer (normalised number as text)."""
+
+
+@dataclass
+class TaskContext:
+    """What a loader may need: the toy world spec, data locations, caps."""
+
+    world_spec: Any = None
+    data_dir: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    kind: str  # "mcq" | "gen"
+    load: Callable[[str, TaskContext], list[Item]]
+    """load(split, ctx) for split in {'train', 'test'}."""
+    description: str = ""
+    splits: tuple[str, ...] = ("train", "test")
+    stop: tuple[str, ...] = ()
+    """Generation stop strings (gen tasks)."""
+    extract: Callable[[str], dict[str, str | None]] | None = None
+    """Generation -> {'strict': answer|None, 'flexible': answer|None} (gen tasks)."""
+
+    def items(self, split: str, ctx: TaskContext, limit: int | None = None) -> list[Item]:
+        if split not in self.splits:
+            raise DataError(f"task {self.name!r} has no {split!r} split (it has: "
+                            f"{', '.join(self.splits)})")
+        items = self.load(split, ctx)
+        return items[:limit] if limit else items
+
+
+def norm_hash(text: str) -> str:
+    """Hash of case/space/punctuation-normalised text, for leak checks."""
+    norm = re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
+    return hashlib.sha1(norm.encode()).hexdigest()
+
+
+def check_no_overlap(train_name: str, train: list[Item], eval_name: str,
+                     evals: list[Item]) -> None:
+    """Refuse any eval item whose normalised prompt also occurs in training data."""
+    seen = {norm_hash(it.prompt): it.id for it in train}
+    leaks = [(seen[h], it.id) for it in evals if (h := norm_hash(it.prompt)) in seen]
+    if leaks:
+        shown = ", ".join(f"{a} = {b}" for a, b in leaks[:5])
+        raise DataError(f"train/eval overlap: {len(leaks)} item(s) of eval task {eval_name!r} "
+                        f"also occur in training task {train_name!r}: {shown}"
+                        f"{' ...' if len(leaks) > 5 else ''}")
+
+
+_NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def normalize_number(text: str) -> str:
+    """'$1,080.00' -> '1080'; '7.50' -> '7.5'."""
+    t = text.strip().replace(",", "").replace("$", "").rstrip(".")
+    try:
+        val = float(t)
+    except ValueError:
+        return t
+    return str(int(val)) if val == int(val) else str(val)
+
+
+def extract_hash_answer(text: str) -> dict[str, str | None]:
+    """Strict: the number after the last '####'; flexible: the last number in the text."""
+    strict = None
+    if "####" in text:
+        m = _NUM.search(text.rsplit("####", 1)[1])
+        strict = normalize_number(m.group(0)) if m else None
+    nums = _NUM.findall(text)
+    flexible = normalize_number(nums[-1]) if nums else None
+    return {"strict": strict, "flexible": flexible}

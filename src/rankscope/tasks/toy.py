@@ -1,0 +1,137 @@
+"""The toy world's five tasks, mirroring the paper's datasets in kind.
+
+toy-arith ~ GSM8K (generative, worked steps, '#### N'); toy-mathmcq ~ MathQA (5-option
+arithmetic MCQ); toy-general ~ MMLU as the retention probe (facts the base model learned in
+pretraining; test only); toy-med ~ MedMCQA (4 options) and toy-legal ~ CaseHOLD (5 options):
+domain facts new to the base model (which drug cures a disease, what a court held in a case).
+Train and test items ask about the same facts with fresh distractors, option order and
+phrasing, so no test prompt occurs in training (checked), yet fine-tuning can teach what the
+test asks for; training completions carry the fact as an explanation (like MedMCQA's `exp`).
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+
+from rankscope.tasks.base import LETTERS, Item, Task, TaskContext, extract_hash_answer
+from rankscope.world.generator import (
+    World,
+    WorldSpec,
+    arith_problem,
+    domain_fact,
+    fact_mcq,
+    make_world,
+    number_mcq,
+    statement,
+)
+
+
+@functools.lru_cache(maxsize=4)
+def _world(spec: WorldSpec) -> World:
+    return make_world(spec)
+
+
+def _spec(ctx: TaskContext) -> WorldSpec:
+    return ctx.world_spec if ctx.world_spec is not None else WorldSpec()
+
+
+def _rng(spec: WorldSpec, task: str, split: str) -> random.Random:
+    return random.Random(f"{spec.seed}/{task}/{split}")
+
+
+def _dedupe(items: list[Item], avoid: set[str]) -> list[Item]:
+    out, seen = [], set(avoid)
+    for it in items:
+        if it.prompt not in seen:
+            seen.add(it.prompt)
+            out.append(it)
+    return out
+
+
+def _load_arith(split: str, ctx: TaskContext) -> list[Item]:
+    spec = _spec(ctx)
+
+    def make(sp: str, n: int) -> list[Item]:
+        rng = _rng(spec, "toy-arith", sp)
+        items = []
+        for i in range(n):
+            prompt, completion, value = arith_problem(rng, spec, rng.choice((2, 3)))
+            items.append(Item(f"toy-arith/{sp}/{i}", prompt, completion, answer=str(value)))
+        return items
+
+    train = _dedupe(make("train", spec.n_arith_train), set())
+    if split == "train":
+        return train
+    return _dedupe(make("test", spec.n_arith_test), {it.prompt for it in train})
+
+
+def _load_mathmcq(split: str, ctx: TaskContext) -> list[Item]:
+    spec = _spec(ctx)
+
+    def make(sp: str, n: int) -> list[Item]:
+        rng = _rng(spec, "toy-mathmcq", sp)
+        items = []
+        for i in range(n):
+            prompt, options, gold = number_mcq(rng, spec, rng.choice((2, 3)))
+            items.append(Item(f"toy-mathmcq/{sp}/{i}", prompt,
+                              f"{LETTERS[gold]} {options[gold]}", tuple(options), gold))
+        return items
+
+    train = _dedupe(make("train", spec.n_mathmcq_train), set())
+    if split == "train":
+        return train
+    return _dedupe(make("test", spec.n_mathmcq_test), {it.prompt for it in train})
+
+
+def _general_loader(split: str, ctx: TaskContext) -> list[Item]:
+    """One fresh 4-option MCQ per general fact (the base model learned the facts)."""
+    spec = _spec(ctx)
+    world = _world(spec)
+    rng = _rng(spec, "toy-general", split)
+    items = []
+    for i, fact in enumerate(world.general):
+        prompt, options, gold = fact_mcq(world, fact, 4, rng, alt=rng.random() < 0.5)
+        items.append(Item(f"toy-general/{split}/{i}", prompt, f"{LETTERS[gold]} {options[gold]}",
+                          tuple(options), gold))
+    return items
+
+
+def _domain_loader(domain: str, task: str, n_options: int):
+    def make(split: str, spec: WorldSpec) -> list[Item]:
+        world = _world(spec)
+        rng = _rng(spec, task, split)
+        n = spec.n_domain_train if split == "train" else spec.n_domain_test
+        items = []
+        for i in range(n):
+            fact = domain_fact(world, domain, rng)
+            prompt, options, gold = fact_mcq(world, fact, n_options, rng, alt=rng.random() < 0.5)
+            # the answer with its explanation (like MedMCQA's `exp`): the fact as a statement
+            completion = f"{LETTERS[gold]} {options[gold]} . {statement(world, fact)}"
+            items.append(Item(f"{task}/{split}/{i}", prompt, completion, tuple(options), gold))
+        return items
+
+    def load(split: str, ctx: TaskContext) -> list[Item]:
+        spec = _spec(ctx)
+        train = _dedupe(make("train", spec), set())
+        if split == "train":
+            return train
+        return _dedupe(make("test", spec), {it.prompt for it in train})
+
+    return load
+
+
+TOY_TASKS = {
+    "toy-arith": Task("toy-arith", "gen", _load_arith,
+                      "multi-step arithmetic word problems with worked answers (like GSM8K)",
+                      stop=("[EOS]", "question :"), extract=extract_hash_answer),
+    "toy-mathmcq": Task("toy-mathmcq", "mcq", _load_mathmcq,
+                        "arithmetic as 5-option MCQ (like MathQA)"),
+    "toy-general": Task("toy-general", "mcq", _general_loader,
+                        "general facts the base model learned in pretraining, 4-option MCQ "
+                        "(like MMLU; the retention probe)", splits=("test",)),
+    "toy-med": Task("toy-med", "mcq", _domain_loader("med", "toy-med", 4),
+                    "a new medical fact domain, 4-option MCQ (like MedMCQA)"),
+    "toy-legal": Task("toy-legal", "mcq", _domain_loader("legal", "toy-legal", 5),
+                      "a new legal fact domain, 5-option MCQ (like CaseHOLD)"),
+}

@@ -1,0 +1,1 @@
+"""The embedded toy world: a procedural corpus and a tiny Llama pretrained on it."""

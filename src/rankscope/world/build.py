@@ -1,0 +1,149 @@
+"""Build (once) and cache the toy world's tokenizer and base model as a normal HF model dir.
+
+The result loads with `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained`
+like any hub model, so every later stage treats it exactly as it would a real model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from rankscope.world.generator import World, WorldSpec, make_world, pretrain_line, vocabulary
+
+SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("RANKSCOPE_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "rankscope"
+
+
+def model_dir(spec: WorldSpec, cache_dir: Path) -> Path:
+    return Path(cache_dir) / "worlds" / f"toy-{spec.key()}"
+
+
+def build_tokenizer(world: World):
+    """A word-level tokenizer (the `tokenizers` library) wrapped as a fast HF tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + tuple(vocabulary(world)))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    # like Llama's tokenizer: BOS is added to every encoded text
+    core.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A", pair="[BOS] $A $B", special_tokens=[("[BOS]", vocab["[BOS]"])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        bos_token="[BOS]",
+        eos_token="[EOS]",
+        padding_side="right",
+    )
+
+
+def _model_config(spec: WorldSpec, vocab_size: int, tok):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=spec.d_model,
+        intermediate_size=spec.d_ff,
+        num_hidden_layers=spec.n_layers,
+        num_attention_heads=spec.n_heads,
+        num_key_value_heads=spec.n_heads,
+        max_position_embeddings=256,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=False,
+    )
+
+
+def _batches(world: World, tok, steps: int, batch: int, seed: int):
+    import torch
+
+    rng = random.Random(seed + 1)
+    for _ in range(steps):
+        lines = [pretrain_line(world, rng) for _ in range(batch)]
+        enc = tok([f"{line} {tok.eos_token}" for line in lines], padding=True,
+                  return_tensors="pt")
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        labels = ids.masked_fill(mask == 0, -100)
+        yield ids, mask, labels
+
+
+def pretrain(world: World, tok, on_step: Callable[[int, int, float], None] | None = None):
+    """Plain AdamW + cosine loop: this is the base model's 'pretraining', not the study."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    spec = world.spec
+    torch.manual_seed(spec.seed)
+    model = LlamaForCausalLM(_model_config(spec, len(tok), tok))
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.pretrain_lr, weight_decay=0.01,
+                            betas=(0.9, 0.98))
+    warm = max(1, spec.pretrain_steps // 20)
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        frac = (step - warm) / max(1, spec.pretrain_steps - warm)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    model.train()
+    batches = _batches(world, tok, spec.pretrain_steps, spec.pretrain_batch, spec.seed)
+    for step, (ids, mask, labels) in enumerate(batches):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if on_step:
+            on_step(step + 1, spec.pretrain_steps, loss.item())
+    model.eval()
+    return model
+
+
+def ensure_base_model(spec: WorldSpec, cache_dir: Path | None = None, *, force: bool = False,
+                      on_step: Callable[[int, int, float], None] | None = None) -> Path:
+    """Return the cached base-model dir for `spec`, building it first if needed.
+
+    The directory is written under a temporary name and renamed into place last, so a crash
+    mid-build never leaves a half model that a later run would trust.
+    """
+    target = model_dir(spec, cache_dir or default_cache_dir())
+    if (target / "world.json").exists() and not force:
+        return target
+    t0 = time.time()
+    world = make_world(spec)
+    tok = build_tokenizer(world)
+    model = pretrain(world, tok, on_step)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    meta = {"spec": asdict(spec), "key": spec.key(), "build_seconds": time.time() - t0}
+    (tmp / "world.json").write_text(json.dumps(meta, indent=2))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+def load_spec(model_path: Path) -> WorldSpec:
+    """The world a cached toy model was built from (stored beside its weights)."""
+    meta = json.loads((Path(model_path) / "world.json").read_text())
+    return WorldSpec(**meta["spec"])

@@ -1,0 +1,335 @@
+"""The toy world: a deterministic, seeded procedural universe of facts and arithmetic.
+
+It exists so the whole study runs offline on a CPU with effects that are *measured*, not
+planted: the base model is pretrained on the general facts and on arithmetic tables, so it
+knows them; the medical and legal domains are knowledge it has never seen (which drug cures a
+disease family, what a court holds on a type of case), asked about new instances; the multi-step word
+problems use a worked-answer format it has never seen. Fine-tuning must then teach, and can
+make it forget, exactly as on the real benchmarks.
+
+Everything here is plain Python (no torch) so task loading and `rankscope plan` stay light.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass, field
+
+LETTERS = "ABCDE"
+_CONS = "bdfgklmnprstvz"
+_VOWELS = "aeiou"
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """Size and seed of a toy world; its hash names the cached base model."""
+
+    seed: int = 0
+    n_general: int = 240  # general facts the base model learns in pretraining
+    n_families: int = 16  # per new domain: subjects whose facts the base model never saw
+    n_domain_train: int = 600  # MCQ items per new domain (4 options med, 5 options legal)
+    n_domain_test: int = 160
+    max_number: int = 30  # arithmetic lives in 0..max_number
+    max_step: int = 9  # operand of one arithmetic step
+    n_arith_train: int = 600
+    n_arith_test: int = 150
+    n_mathmcq_train: int = 600
+    n_mathmcq_test: int = 150
+    # model + pretraining
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    d_ff: int = 256
+    pretrain_steps: int = 2500
+    pretrain_batch: int = 64
+    pretrain_lr: float = 3e-3
+
+    def key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+PRESETS: dict[str, WorldSpec] = {
+    "default": WorldSpec(),
+    # A smaller world for the test suite: same structure, seconds instead of minutes.
+    "small": WorldSpec(
+        n_general=60,
+        n_families=8,
+        n_domain_train=240,
+        n_domain_test=48,
+        max_number=12,
+        max_step=4,
+        n_arith_train=120,
+        n_arith_test=40,
+        n_mathmcq_train=120,
+        n_mathmcq_test=40,
+        d_model=64,
+        n_layers=2,
+        n_heads=2,
+        d_ff=128,
+        pretrain_steps=1500,
+        pretrain_batch=32,
+        pretrain_lr=5e-3,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A templated relation: subject pool -> value pool."""
+
+    name: str
+    statement: str  # "the color of {s} is {v} ."
+    question: str  # "what is the color of {s} ?"
+    question_alt: str  # a second phrasing, used for held-out test items
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Fact:
+    relation: str
+    subject: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A new knowledge domain: a table (relation, subject) -> value the base model never saw."""
+
+    relations: tuple[str, ...]
+    families: tuple[str, ...]
+    table: dict[tuple[str, str], str]
+
+
+@dataclass
+class World:
+    spec: WorldSpec
+    relations: dict[str, Relation] = field(default_factory=dict)
+    general: list[Fact] = field(default_factory=list)
+    domains: dict[str, Domain] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)  # every pseudo-word, for the vocabulary
+
+
+def _pseudo_words(rng: random.Random, n: int, taken: set[str]) -> list[str]:
+    out: list[str] = []
+    while len(out) < n:
+        k = rng.choice((2, 2, 3))
+        w = "".join(rng.choice(_CONS) + rng.choice(_VOWELS) for _ in range(k))
+        if rng.random() < 0.5:
+            w += rng.choice(_CONS)
+        if w not in taken:
+            taken.add(w)
+            out.append(w)
+    return out
+
+
+def _relations(rng: random.Random, taken: set[str]) -> dict[str, Relation]:
+    def pool(n: int) -> tuple[str, ...]:
+        return tuple(_pseudo_words(rng, n, taken))
+
+    rels = [
+        Relation("color", "the color of {s} is {v} .", "what is the color of {s} ?",
+                 "which color does {s} have ?",
+                 ("red", "blue", "green", "gold", "black", "white", "pink", "gray")),
+        Relation("capital", "the capital of {s} is {v} .", "what is the capital of {s} ?",
+                 "which city is the capital of {s} ?", pool(16)),
+        Relation("born", "{s} was born in {v} .", "where was {s} born ?",
+                 "in which place was {s} born ?", pool(16)),
+        # new domains: never in pretraining
+        Relation("cure", "the cure for {s} is {v} .", "what is the cure for {s} ?",
+                 "which drug treats {s} ?", pool(20)),
+        Relation("organ", "{s} harms the {v} .", "which organ does {s} harm ?",
+                 "what part of the body is hurt by {s} ?",
+                 ("liver", "heart", "lung", "kidney", "brain", "skin", "bone", "eye")),
+        Relation("ruling", "in the case of {s} the court held {v} .",
+                 "what did the court hold in the case of {s} ?",
+                 "which holding was given in {s} ?", pool(20)),
+        Relation("statute", "the case of {s} falls under {v} .",
+                 "which statute governs the case of {s} ?",
+                 "under what law is {s} decided ?", pool(12)),
+    ]
+    return {r.name: r for r in rels}
+
+
+def make_world(spec: WorldSpec) -> World:
+    """Build the world deterministically from its spec."""
+    rng = random.Random(spec.seed)
+    taken: set[str] = set()
+    relations = _relations(rng, taken)
+
+    def facts(rel_names: tuple[str, ...], n: int) -> list[Fact]:
+        subjects = _pseudo_words(rng, n, taken)
+        return [
+            Fact(rel_names[i % len(rel_names)], s,
+                 rng.choice(relations[rel_names[i % len(rel_names)]].values))
+            for i, s in enumerate(subjects)
+        ]
+
+    world = World(spec=spec, relations=relations)
+    world.general = facts(("color", "capital", "born"), spec.n_general)
+    for name, rels in (("med", ("cure", "organ")), ("legal", ("ruling", "statute"))):
+        world.domains[name] = _domain(rng, relations, rels, spec, taken)
+    world.names = sorted(taken)
+    return world
+
+
+def _domain(rng: random.Random, relations: dict[str, Relation], rels: tuple[str, ...],
+            spec: WorldSpec, taken: set[str]) -> Domain:
+    families = tuple(_pseudo_words(rng, spec.n_families, taken))
+    table = {(r, f): rng.choice(relations[r].values) for r in rels for f in families}
+    return Domain(rels, families, table)
+
+
+def domain_fact(world: World, domain: str, rng: random.Random) -> Fact:
+    """A random fact of a new domain."""
+    d = world.domains[domain]
+    rel, fam = rng.choice(d.relations), rng.choice(d.families)
+    return Fact(rel, fam, d.table[(rel, fam)])
+
+
+def render_mcq(question: str, options: list[str]) -> str:
+    """The one MCQ prompt layout of the toy world (like MMLU's 'Answer:' format)."""
+    opts = " ".join(f"{LETTERS[i]} ) {o}" for i, o in enumerate(options))
+    return f"question : {question} {opts} answer :"
+
+
+def fact_mcq(world: World, fact: Fact, n_options: int, rng: random.Random,
+             alt: bool = False) -> tuple[str, list[str], int]:
+    """An MCQ about one fact: distractors from the same relation's values, shuffled."""
+    rel = world.relations[fact.relation]
+    distractors = rng.sample([v for v in rel.values if v != fact.value], n_options - 1)
+    options = distractors + [fact.value]
+    rng.shuffle(options)
+    q = (rel.question_alt if alt else rel.question).format(s=fact.subject)
+    return render_mcq(q, options), options, options.index(fact.value)
+
+
+def statement(world: World, fact: Fact) -> str:
+    return world.relations[fact.relation].statement.format(s=fact.subject, v=fact.value)
+
+
+# ---------------------------------------------------------------- arithmetic
+_PEOPLE = ("ana", "tom", "lia", "bo", "eva", "max", "kim", "sam")
+_THINGS = ("apples", "coins", "books", "shells", "cards", "stones")
+
+
+def arith_problem(rng: random.Random, spec: WorldSpec, n_steps: int) -> tuple[str, str, int]:
+    """A multi-step word problem with a worked answer ending in '#### N' (like GSM8K)."""
+    who, what = rng.choice(_PEOPLE), rng.choice(_THINGS)
+    x = rng.randint(1, spec.max_number)
+    sentences = [f"{who} has {x} {what} ."]
+    work = []
+    for _ in range(n_steps):
+        up = rng.random() < 0.5 if 0 < x < spec.max_number else x == 0
+        if up:
+            d = rng.randint(1, min(spec.max_step, spec.max_number - x))
+            sentences.append(f"then {who} gets {d} more {what} .")
+            work.append(f"{x} plus {d} is {x + d} .")
+            x += d
+        else:
+            d = rng.randint(1, min(spec.max_step, x))
+            sentences.append(f"then {who} loses {d} {what} .")
+            work.append(f"{x} minus {d} is {x - d} .")
+            x -= d
+    question = " ".join(sentences) + f" how many {what} does {who} have now ?"
+    completion = " ".join(work) + f" #### {x}"
+    return f"question : {question} answer :", completion, x
+
+
+def arith_expression(rng: random.Random, spec: WorldSpec, n_steps: int) -> tuple[str, int]:
+    """'7 plus 5 minus 3' and its value, staying inside 0..max_number."""
+    x = rng.randint(1, spec.max_number)
+    text = str(x)
+    for _ in range(n_steps):
+        if (rng.random() < 0.5 and x < spec.max_number) or x == 0:
+            d = rng.randint(1, min(spec.max_step, spec.max_number - x))
+            text += f" plus {d}"
+            x += d
+        else:
+            d = rng.randint(1, min(spec.max_step, x))
+            text += f" minus {d}"
+            x -= d
+    return text, x
+
+
+@functools.lru_cache(maxsize=8)
+def arith_facts(spec: WorldSpec) -> tuple[str, ...]:
+    """Every one-step table fact the base model learns in pretraining."""
+    out = []
+    for a in range(spec.max_number + 1):
+        for d in range(1, spec.max_step + 1):
+            if a + d <= spec.max_number:
+                out.append(f"{a} plus {d} is {a + d} .")
+            if a - d >= 0:
+                out.append(f"{a} minus {d} is {a - d} .")
+    return tuple(out)
+
+
+def pretrain_line(world: World, rng: random.Random) -> str:
+    """One pretraining document, sampled: the base model's 'internet'.
+
+    General facts appear as statements and as MCQs in a generic format (so the base model
+    has the MCQ skill, like real LMs have seen exam questions); arithmetic appears as table
+    facts and one-line expressions. New-domain words appear only in neutral lists, so their
+    embeddings are trained but their facts are unknown.
+    """
+    u = rng.random()
+    if u < 0.30:
+        return statement(world, rng.choice(world.general))
+    if u < 0.65:
+        fact = rng.choice(world.general)
+        n = rng.choice((4, 5))
+        prompt, options, gold = fact_mcq(world, fact, n, rng, alt=rng.random() < 0.5)
+        return f"{prompt} {LETTERS[gold]}"
+    if u < 0.85:
+        return rng.choice(arith_facts(world.spec))
+    if u < 0.95:
+        expr, val = arith_expression(rng, world.spec, 1)
+        n = 5
+        prompt, options, gold = _number_mcq(rng, world.spec, expr, val, n)
+        return f"{prompt} {LETTERS[gold]}"
+    return " ".join(rng.sample(world.names, 6)) + " ."
+
+
+def _number_mcq(rng: random.Random, spec: WorldSpec, expr: str, val: int,
+                n: int) -> tuple[str, list[str], int]:
+    pool = [v for v in range(max(0, val - 6), min(spec.max_number, val + 6) + 1) if v != val]
+    options = [str(v) for v in rng.sample(pool, n - 1)] + [str(val)]
+    rng.shuffle(options)
+    return render_mcq(f"what is {expr} ?", options), options, options.index(str(val))
+
+
+def number_mcq(rng: random.Random, spec: WorldSpec, n_steps: int,
+               n_options: int = 5) -> tuple[str, list[str], int]:
+    """Arithmetic as a 5-option MCQ (like MathQA)."""
+    expr, val = arith_expression(rng, spec, n_steps)
+    return _number_mcq(rng, spec, expr, val, n_options)
+
+
+_FIXED_TEXT = (
+    "question answer : ? . ) #### has then gets more loses how many does have now "
+    "what is plus minus is"
+)
+
+
+def vocabulary(world: World) -> list[str]:
+    """Every word the world can ever produce, enumerated (not sampled), sorted."""
+    words: set[str] = set(_FIXED_TEXT.split()) | set(LETTERS) | set(world.names)
+    words |= set(_PEOPLE) | set(_THINGS)
+    words |= {str(i) for i in range(world.spec.max_number + 1)}
+    for rel in world.relations.values():
+        for tpl in (rel.statement, rel.question, rel.question_alt):
+            words |= set(tpl.replace("{s}", " ").replace("{v}", " ").split())
+        words |= set(rel.values)
+    return sorted(words)
+
+
+def spec_for(preset: str, seed: int) -> WorldSpec:
+    """The spec of a named preset with its seed replaced."""
+    from dataclasses import replace
+
+    spec = PRESETS[preset]
+    return spec if seed == spec.seed else replace(spec, seed=seed)

@@ -1,0 +1,62 @@
+"""The command line as a user meets it: instant help, one clear message per bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def rankscope(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rankscope.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, env={**os.environ, "COLUMNS": "200"}, timeout=120)
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; sys.argv=['rankscope','--help']\n"
+            "from rankscope.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported by --help'\n"
+            "assert 'transformers' not in sys.modules\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "plan" in res.stdout and "run" in res.stdout
+
+
+def test_plan_lists_the_grid():
+    res = rankscope("plan", "--set", "methods.lora.ranks=[4,16]", "--set",
+                    "tasks.train=[toy-med]")
+    assert res.returncode == 0, res.stderr
+    for rid in ("base", "toy-med__full__s0", "toy-med__lora-r4-a8__s0"):
+        assert rid in res.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["plan", "--set", "methods.lora.rankz=[4]"], "did you mean 'ranks'"),
+    (["plan", "--set", "train.epochs=-1"], "train.epochs: must be > 0"),
+    (["plan", "--set", "tasks.eval=[toy-nope]"], "unknown task 'toy-nope'"),
+    (["run", "does/not/exist.yaml"], "config file not found"),
+    (["status", "/nonexistent/dir"], "no results.sqlite here"),
+])
+def test_bad_input_is_one_message_exit_2_no_traceback(args, needle, tmp_path):
+    res = rankscope(*args, cwd=tmp_path)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert needle in " ".join(res.stderr.split())
+    assert "Traceback" not in res.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_malformed_yaml_via_cli_names_the_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmethods:\n  lora: {ranks: [4,\n")
+    res = rankscope("run", str(bad), cwd=tmp_path)
+    assert res.returncode == 2 and "malformed YAML at line" in " ".join(res.stderr.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    res = rankscope("--debug", "plan", "--set", "train.epochs=0", cwd=tmp_path)
+    assert res.returncode != 0 and "Traceback" in res.stderr

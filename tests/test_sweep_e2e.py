@@ -1,0 +1,114 @@
+"""A real tiny sweep, end to end: train, evaluate, store, reload, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import small_sweep
+from rankscope.pipeline import STORE_NAME, run_sweep
+from rankscope.store import Store
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, cache_dir, small_model_dir):
+    out = tmp_path_factory.mktemp("sweep")
+    cfg = small_sweep(out, cache_dir)
+    outcome = run_sweep(cfg, report=False)
+    return cfg, outcome
+
+
+def _acc(store: Store, run_id: str, task: str, metric: str = "acc") -> float:
+    rows = [m for m in store.metrics() if (m["run_id"], m["task"], m["metric"]) ==
+            (run_id, task, metric)]
+    assert len(rows) == 1
+    return rows[0]["value"]
+
+
+def test_every_run_done_and_evaluated_on_every_task(swept):
+    cfg, outcome = swept
+    assert not outcome.failed
+    store = Store(cfg.out_dir / STORE_NAME)
+    runs = {r["run_id"]: r for r in store.runs()}
+    assert set(runs) == {"base", "toy-med__full__s0", "toy-med__lora-r4-a8__s0",
+                         "toy-med__lora-r16-a32__s0"}
+    assert all(r["status"] == "done" for r in runs.values())
+    for rid in runs:
+        tasks = {m["task"] for m in store.metrics() if m["run_id"] == rid}
+        assert tasks == set(cfg.tasks.eval)
+        assert len(store.predictions(rid, "toy-med")) == 48  # per-item rows kept
+    # trainable parameters: LoRA r on 4 square d x d targets per layer = 2*r*d*4*layers
+    d, layers = 64, 2
+    assert runs["toy-med__lora-r4-a8__s0"]["trainable_params"] == 2 * 4 * d * 4 * layers
+    assert runs["toy-med__full__s0"]["trainable_params"] == runs["base"]["total_params"]
+    store.close()
+
+
+def test_run_dir_layout_and_provenance(swept):
+    cfg, _ = swept
+    rdir = cfg.out_dir / "runs" / "toy-med__lora-r4-a8__s0"
+    assert (rdir / "adapter" / "adapter_config.json").is_file()
+    assert (rdir / "adapter" / "adapter_model.safetensors").is_file()
+    assert (cfg.out_dir / "runs" / "toy-med__full__s0" / "model" / "model.safetensors").is_file()
+    text = (rdir / "config.yaml").read_text()
+    for needle in ("config_hash", "transformers", "peft", "hardware", "seed"):
+        assert needle in text
+    log = [json.loads(x) for x in (rdir / "train_log.jsonl").read_text().splitlines()]
+    assert log and all("loss" in r for r in log)
+
+
+def test_fine_tuning_learns_the_new_domain(swept):
+    cfg, _ = swept
+    store = Store(cfg.out_dir / STORE_NAME)
+    base = _acc(store, "base", "toy-med")
+    best = max(_acc(store, r, "toy-med") for r in ("toy-med__full__s0",
+                                                    "toy-med__lora-r16-a32__s0"))
+    assert best > base + 0.15, (base, best)
+    store.close()
+
+
+def test_saved_adapter_reloads_and_reproduces_stored_accuracy(swept):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rankscope.evaluate import evaluate
+    from rankscope.pipeline import Sweep
+    from rankscope.tasks import TASKS
+
+    cfg, _ = swept
+    run_id = "toy-med__lora-r16-a32__s0"
+    from rankscope.methods import resolve_model_path
+
+    base_path = resolve_model_path(cfg.model)
+    base = AutoModelForCausalLM.from_pretrained(base_path)
+    tok = AutoTokenizer.from_pretrained(base_path)
+    model = PeftModel.from_pretrained(base, cfg.out_dir / "runs" / run_id / "adapter").eval()
+    items = Sweep(cfg).items("toy-med", "test")
+    metrics, preds = evaluate(model, tok, TASKS["toy-med"], items, 16, 8)
+    store = Store(cfg.out_dir / STORE_NAME)
+    assert metrics["acc"][0] == pytest.approx(_acc(store, run_id, "toy-med"), abs=1e-9)
+    stored = {p["item_id"]: p["pred"] for p in store.predictions(run_id, "toy-med")}
+    assert {p["item_id"]: p["pred"] for p in preds} == stored
+    store.close()
+
+
+def test_second_run_redoes_nothing(swept):
+    cfg, _ = swept
+    before = {p: p.stat().st_mtime_ns for p in Path(cfg.out_dir).rglob("*") if p.is_file()
+              and p.name != STORE_NAME and not p.name.startswith(STORE_NAME)}
+    outcome = run_sweep(cfg, report=False)
+    assert outcome.done == [] and len(outcome.skipped) == 4
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert before == after
+
+
+def test_changed_config_is_refused_then_forced(swept):
+    from rankscope.errors import ConfigError
+
+    cfg, _ = swept
+    changed = small_sweep(cfg.out_dir, cfg.model.cache_dir, "train.epochs=1",
+                          "methods.lora.ranks=[4]", "methods.full.enabled=false")
+    with pytest.raises(ConfigError, match="made with a different config"):
+        run_sweep(changed, report=False)

@@ -1,0 +1,74 @@
+"""The toy world's tasks: deterministic, well-formed, and no train/test overlap."""
+
+from __future__ import annotations
+
+import pytest
+
+from rankscope.errors import DataError
+from rankscope.tasks import TASKS, TaskContext
+from rankscope.tasks.base import check_no_overlap, norm_hash
+from rankscope.world.generator import PRESETS, make_world
+
+CTX = TaskContext(world_spec=PRESETS["small"])
+TOY = [name for name in TASKS if name.startswith("toy-")]
+
+
+@pytest.mark.parametrize("name", TOY)
+def test_items_are_deterministic_and_well_formed(name):
+    task = TASKS[name]
+    for split in task.splits:
+        a, b = task.items(split, CTX), task.items(split, CTX)
+        assert a == b and len(a) > 0
+        assert len({it.id for it in a}) == len(a)
+        for it in a:
+            if task.kind == "mcq":
+                assert 0 <= it.gold < len(it.choices) and it.choices[it.gold] in it.completion
+                assert it.prompt.endswith("answer :")
+            else:
+                assert it.completion.endswith(f"#### {it.answer}")
+
+
+@pytest.mark.parametrize("train_name", [n for n in TOY if "train" in TASKS[n].splits])
+def test_no_train_test_overlap_across_all_pairs(train_name):
+    train = TASKS[train_name].items("train", CTX)
+    for eval_name in TOY:
+        check_no_overlap(train_name, train, eval_name, TASKS[eval_name].items("test", CTX))
+
+
+def test_overlap_is_refused_with_item_names():
+    items = TASKS["toy-med"].items("train", CTX)
+    with pytest.raises(DataError, match=r"3 item\(s\).*toy-med/train/0 = toy-med/train/0"):
+        check_no_overlap("toy-med", items, "toy-med", items[:3])
+
+
+def test_norm_hash_ignores_case_space_punctuation():
+    assert norm_hash("What is  X?") == norm_hash("what is x")
+    assert norm_hash("what is x") != norm_hash("what is y")
+
+
+def test_new_domains_are_disjoint_from_general():
+    w = make_world(PRESETS["small"])
+    general = {f.subject for f in w.general}
+    for d in w.domains.values():
+        assert not general & set(d.families)
+
+
+def test_domain_answer_is_the_table_value():
+    w = make_world(PRESETS["small"])
+    d = w.domains["med"]
+    for it in TASKS["toy-med"].items("train", CTX)[:50]:
+        fam = next(f for f in d.families if f" {f} " in it.prompt)
+        assert it.choices[it.gold] in {d.table[(r, fam)] for r in d.relations}
+        assert it.completion.endswith(" .") and it.choices[it.gold] in it.completion
+
+
+def test_general_is_a_probe_only():
+    with pytest.raises(DataError, match="no 'train' split"):
+        TASKS["toy-general"].items("train", CTX)
+
+
+def test_arith_answers_follow_the_worked_steps():
+    for it in TASKS["toy-arith"].items("test", CTX):
+        steps = it.completion.split(" #### ")[0].split(" . ")
+        last = steps[-1].rstrip(" .").split(" is ")[-1]
+        assert last == it.answer
