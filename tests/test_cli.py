@@ -11,36 +11,46 @@ import pytest
 
 
 def rankscope(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rankscope.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, env={**os.environ, "COLUMNS": "200"}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "rankscope.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=120,
+    )
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys; sys.argv=['rankscope','--help']\n"
-            "from rankscope.cli import main\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules, 'torch imported by --help'\n"
-            "assert 'transformers' not in sys.modules\n")
+    code = (
+        "import sys; sys.argv=['rankscope','--help']\n"
+        "from rankscope.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported by --help'\n"
+        "assert 'transformers' not in sys.modules\n"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "plan" in res.stdout and "run" in res.stdout
 
 
 def test_plan_lists_the_grid():
-    res = rankscope("plan", "--set", "methods.lora.ranks=[4,16]", "--set",
-                    "tasks.train=[toy-med]")
+    res = rankscope("plan", "--set", "methods.lora.ranks=[4,16]", "--set", "tasks.train=[toy-med]")
     assert res.returncode == 0, res.stderr
     for rid in ("base", "toy-med__full__s0", "toy-med__lora-r4-a8__s0"):
         assert rid in res.stdout
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["plan", "--set", "methods.lora.rankz=[4]"], "did you mean 'ranks'"),
-    (["plan", "--set", "train.epochs=-1"], "train.epochs: must be > 0"),
-    (["plan", "--set", "tasks.eval=[toy-nope]"], "unknown task 'toy-nope'"),
-    (["run", "does/not/exist.yaml"], "config file not found"),
-    (["status", "/nonexistent/dir"], "no results.sqlite here"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["plan", "--set", "methods.lora.rankz=[4]"], "did you mean 'ranks'"),
+        (["plan", "--set", "train.epochs=-1"], "train.epochs: must be > 0"),
+        (["plan", "--set", "tasks.eval=[toy-nope]"], "unknown task 'toy-nope'"),
+        (["run", "does/not/exist.yaml"], "config file not found"),
+        (["status", "/nonexistent/dir"], "no results.sqlite here"),
+    ],
+)
 def test_bad_input_is_one_message_exit_2_no_traceback(args, needle, tmp_path):
     res = rankscope(*args, cwd=tmp_path)
     assert res.returncode == 2, (res.stdout, res.stderr)

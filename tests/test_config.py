@@ -28,8 +28,15 @@ def test_embedded_default_config_loads():
 
 
 def test_set_overrides_parse_yaml_values():
-    cfg = load_config(None, ["train.epochs=2", "methods.lora.ranks=[4,16]",
-                             "methods.full.lr=5e-5", "methods.lora.alpha=16"])
+    cfg = load_config(
+        None,
+        [
+            "train.epochs=2",
+            "methods.lora.ranks=[4,16]",
+            "methods.full.lr=5e-5",
+            "methods.lora.alpha=16",
+        ],
+    )
     assert cfg.train.epochs == 2.0
     assert cfg.methods.lora.ranks == [4, 16]
     assert cfg.methods.full.lr == 5e-5
@@ -37,23 +44,26 @@ def test_set_overrides_parse_yaml_values():
     assert parse_set(["a.b.c=1"]) == {"a": {"b": {"c": 1}}}
 
 
-@pytest.mark.parametrize("override, needle", [
-    ("methods.lora.rankz=[4]", "methods.lora.rankz: unknown key (did you mean 'ranks'?)"),
-    ("train.epochs=0", "train.epochs: must be > 0"),
-    ("train.epochs=three", "train.epochs: expected float"),
-    ("methods.lora.ranks=[0]", "every rank must be a positive integer"),
-    ("methods.lora.ranks=[4.5]", "methods.lora.ranks[0]: expected int"),
-    ("methods.lora.alpha=-2r", "methods.lora.alpha: must be > 0"),
-    ("methods.lora.alpha=abc", "neither '<k>r'"),
-    ("methods.full.lr=0", "methods.full.lr: must be > 0"),
-    ("methods.lora.lr=-1", "methods.lora.lr: must be > 0"),
-    ("tasks.train=[toy-medd]", "unknown task 'toy-medd' (did you mean 'toy-med'?)"),
-    ("tasks.train=[toy-general]", "tasks.retention: 'toy-general' is also a training task"),
-    ("train.scheduler=cosin", "(did you mean 'cosine'?)"),
-    ("executor.kind=slurmm", "executor.kind"),
-    ("train=3", "train: expected a mapping"),
-    ("nonsense", "expected key=value"),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("methods.lora.rankz=[4]", "methods.lora.rankz: unknown key (did you mean 'ranks'?)"),
+        ("train.epochs=0", "train.epochs: must be > 0"),
+        ("train.epochs=three", "train.epochs: expected float"),
+        ("methods.lora.ranks=[0]", "every rank must be a positive integer"),
+        ("methods.lora.ranks=[4.5]", "methods.lora.ranks[0]: expected int"),
+        ("methods.lora.alpha=-2r", "methods.lora.alpha: must be > 0"),
+        ("methods.lora.alpha=abc", "neither '<k>r'"),
+        ("methods.full.lr=0", "methods.full.lr: must be > 0"),
+        ("methods.lora.lr=-1", "methods.lora.lr: must be > 0"),
+        ("tasks.train=[toy-medd]", "unknown task 'toy-medd' (did you mean 'toy-med'?)"),
+        ("tasks.train=[toy-general]", "tasks.retention: 'toy-general' is also a training task"),
+        ("train.scheduler=cosin", "(did you mean 'cosine'?)"),
+        ("executor.kind=slurmm", "executor.kind"),
+        ("train=3", "train: expected a mapping"),
+        ("nonsense", "expected key=value"),
+    ],
+)
 def test_bad_values_name_the_field(override, needle):
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])

@@ -10,17 +10,20 @@ from rankscope.evaluate import mean_stderr
 from rankscope.tasks.base import extract_hash_answer, normalize_number
 
 
-@pytest.mark.parametrize("text, strict, flexible", [
-    ("3 plus 4 is 7 . #### 7", "7", "7"),
-    ("#### 1,080", "1080", "1080"),
-    ("so $1,080.00 total\n#### $1,080.00", "1080", "1080"),
-    ("it is 12 then 15", None, "15"),
-    ("no numbers here", None, None),
-    ("#### -3", "-3", "-3"),
-    ("#### 7.50", "7.5", "7.5"),
-    ("first #### 3 then #### 5", "5", "5"),
-    ("#### ", None, None),
-])
+@pytest.mark.parametrize(
+    "text, strict, flexible",
+    [
+        ("3 plus 4 is 7 . #### 7", "7", "7"),
+        ("#### 1,080", "1080", "1080"),
+        ("so $1,080.00 total\n#### $1,080.00", "1080", "1080"),
+        ("it is 12 then 15", None, "15"),
+        ("no numbers here", None, None),
+        ("#### -3", "-3", "-3"),
+        ("#### 7.50", "7.5", "7.5"),
+        ("first #### 3 then #### 5", "5", "5"),
+        ("#### ", None, None),
+    ],
+)
 def test_extraction(text, strict, flexible):
     assert extract_hash_answer(text) == {"strict": strict, "flexible": flexible}
 

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import small_sweep
+
 from rankscope.pipeline import STORE_NAME, run_sweep
 from rankscope.store import Store
 
@@ -16,13 +16,16 @@ from rankscope.store import Store
 def swept(tmp_path_factory, cache_dir, small_model_dir):
     out = tmp_path_factory.mktemp("sweep")
     cfg = small_sweep(out, cache_dir)
-    outcome = run_sweep(cfg, report=False)
+    outcome = run_sweep(cfg)
     return cfg, outcome
 
 
 def _acc(store: Store, run_id: str, task: str, metric: str = "acc") -> float:
-    rows = [m for m in store.metrics() if (m["run_id"], m["task"], m["metric"]) ==
-            (run_id, task, metric)]
+    rows = [
+        m
+        for m in store.metrics()
+        if (m["run_id"], m["task"], m["metric"]) == (run_id, task, metric)
+    ]
     assert len(rows) == 1
     return rows[0]["value"]
 
@@ -32,8 +35,12 @@ def test_every_run_done_and_evaluated_on_every_task(swept):
     assert not outcome.failed
     store = Store(cfg.out_dir / STORE_NAME)
     runs = {r["run_id"]: r for r in store.runs()}
-    assert set(runs) == {"base", "toy-med__full__s0", "toy-med__lora-r4-a8__s0",
-                         "toy-med__lora-r16-a32__s0"}
+    assert set(runs) == {
+        "base",
+        "toy-arith__full__s0",
+        "toy-arith__lora-r4-a8__s0",
+        "toy-arith__lora-r16-a32__s0",
+    }
     assert all(r["status"] == "done" for r in runs.values())
     for rid in runs:
         tasks = {m["task"] for m in store.metrics() if m["run_id"] == rid}
@@ -41,17 +48,17 @@ def test_every_run_done_and_evaluated_on_every_task(swept):
         assert len(store.predictions(rid, "toy-med")) == 48  # per-item rows kept
     # trainable parameters: LoRA r on 4 square d x d targets per layer = 2*r*d*4*layers
     d, layers = 64, 2
-    assert runs["toy-med__lora-r4-a8__s0"]["trainable_params"] == 2 * 4 * d * 4 * layers
-    assert runs["toy-med__full__s0"]["trainable_params"] == runs["base"]["total_params"]
+    assert runs["toy-arith__lora-r4-a8__s0"]["trainable_params"] == 2 * 4 * d * 4 * layers
+    assert runs["toy-arith__full__s0"]["trainable_params"] == runs["base"]["total_params"]
     store.close()
 
 
 def test_run_dir_layout_and_provenance(swept):
     cfg, _ = swept
-    rdir = cfg.out_dir / "runs" / "toy-med__lora-r4-a8__s0"
+    rdir = cfg.out_dir / "runs" / "toy-arith__lora-r4-a8__s0"
     assert (rdir / "adapter" / "adapter_config.json").is_file()
     assert (rdir / "adapter" / "adapter_model.safetensors").is_file()
-    assert (cfg.out_dir / "runs" / "toy-med__full__s0" / "model" / "model.safetensors").is_file()
+    assert (cfg.out_dir / "runs" / "toy-arith__full__s0" / "model" / "model.safetensors").is_file()
     text = (rdir / "config.yaml").read_text()
     for needle in ("config_hash", "transformers", "peft", "hardware", "seed"):
         assert needle in text
@@ -59,13 +66,19 @@ def test_run_dir_layout_and_provenance(swept):
     assert log and all("loss" in r for r in log)
 
 
-def test_fine_tuning_learns_the_new_domain(swept):
+def test_fine_tuning_learns_the_worked_answer_format(swept):
     cfg, _ = swept
     store = Store(cfg.out_dir / STORE_NAME)
-    base = _acc(store, "base", "toy-med")
-    best = max(_acc(store, r, "toy-med") for r in ("toy-med__full__s0",
-                                                    "toy-med__lora-r16-a32__s0"))
-    assert best > base + 0.15, (base, best)
+
+    def formatted(run_id: str) -> float:
+        preds = store.predictions(run_id, "toy-arith")
+        return sum(p["pred"] != "None" for p in preds) / len(preds)
+
+    # the base model never saw '#### N' answers; full SFT on toy-arith writes them
+    assert formatted("base") == 0.0
+    assert formatted("toy-arith__full__s0") >= 0.5
+    full = _acc(store, "toy-arith__full__s0", "toy-arith", "em_strict")
+    assert full >= _acc(store, "base", "toy-arith", "em_strict")
     store.close()
 
 
@@ -78,7 +91,7 @@ def test_saved_adapter_reloads_and_reproduces_stored_accuracy(swept):
     from rankscope.tasks import TASKS
 
     cfg, _ = swept
-    run_id = "toy-med__lora-r16-a32__s0"
+    run_id = "toy-arith__lora-r16-a32__s0"  # evaluated on toy-med below
     from rankscope.methods import resolve_model_path
 
     base_path = resolve_model_path(cfg.model)
@@ -94,21 +107,58 @@ def test_saved_adapter_reloads_and_reproduces_stored_accuracy(swept):
     store.close()
 
 
+def test_analysis_rows_for_every_run_and_module(swept):
+    cfg, _ = swept
+    store = Store(cfg.out_dir / STORE_NAME)
+    spectral = store.analysis("spectral")
+    layers, modules = 2, 4  # small world: 2 layers x q/k/v/o
+    for rid, rank in (("toy-arith__lora-r4-a8__s0", 4), ("toy-arith__lora-r16-a32__s0", 16)):
+        rows = [r for r in spectral if r["run_id"] == rid]
+        assert len({r["module"] for r in rows}) == layers * modules
+        # a rank-r update: at most r directions carry its energy
+        assert all(r["value"] <= rank for r in rows if r["metric"] == "rank90")
+        assert all(r["value"] > 0 for r in rows if r["metric"] == "fro")
+    full = [r for r in spectral if r["run_id"] == "toy-arith__full__s0" and r["metric"] == "fro"]
+    assert len(full) == layers * modules
+    heads = [r for r in store.analysis("attention") if r["run_id"] == "base"]
+    assert {r["metric"] for r in heads} == {"entropy", "sink_mass"}
+    tuned = [r for r in store.analysis("attention") if r["run_id"] == "toy-arith__full__s0"]
+    assert any(r["metric"] == "js_div" and r["value"] > 0 for r in tuned)
+    assert store.analysis("ablation") and store.analysis("cka")
+    assert store.analysis("spectral_fit")
+    store.close()
+
+
+def test_report_written(swept):
+    cfg, outcome = swept
+    html = (cfg.out_dir / "report" / "report.html").read_text()
+    assert outcome.report["html"].exists() and "data:image/png;base64" in html
+    assert "toy-arith__lora-r16-a32__s0" in (cfg.out_dir / "report" / "report.md").read_text()
+
+
 def test_second_run_redoes_nothing(swept):
     cfg, _ = swept
-    before = {p: p.stat().st_mtime_ns for p in Path(cfg.out_dir).rglob("*") if p.is_file()
-              and p.name != STORE_NAME and not p.name.startswith(STORE_NAME)}
+    before = {
+        p: p.stat().st_mtime_ns for p in (Path(cfg.out_dir) / "runs").rglob("*") if p.is_file()
+    }
+    rows = Store(cfg.out_dir / STORE_NAME).analysis()
     outcome = run_sweep(cfg, report=False)
     assert outcome.done == [] and len(outcome.skipped) == 4
     after = {p: p.stat().st_mtime_ns for p in before}
     assert before == after
+    assert Store(cfg.out_dir / STORE_NAME).analysis() == rows
 
 
 def test_changed_config_is_refused_then_forced(swept):
     from rankscope.errors import ConfigError
 
     cfg, _ = swept
-    changed = small_sweep(cfg.out_dir, cfg.model.cache_dir, "train.epochs=1",
-                          "methods.lora.ranks=[4]", "methods.full.enabled=false")
+    changed = small_sweep(
+        cfg.out_dir,
+        cfg.model.cache_dir,
+        "train.epochs=1",
+        "methods.lora.ranks=[4]",
+        "methods.full.enabled=false",
+    )
     with pytest.raises(ConfigError, match="made with a different config"):
         run_sweep(changed, report=False)

@@ -46,20 +46,22 @@ def test_norm_hash_ignores_case_space_punctuation():
     assert norm_hash("what is x") != norm_hash("what is y")
 
 
-def test_new_domains_are_disjoint_from_general():
+def test_domain_subjects_split_train_test_and_answers_follow_known_facts():
     w = make_world(PRESETS["small"])
-    general = {f.subject for f in w.general}
-    for d in w.domains.values():
-        assert not general & set(d.families)
-
-
-def test_domain_answer_is_the_table_value():
-    w = make_world(PRESETS["small"])
-    d = w.domains["med"]
-    for it in TASKS["toy-med"].items("train", CTX)[:50]:
-        fam = next(f for f in d.families if f" {f} " in it.prompt)
-        assert it.choices[it.gold] in {d.table[(r, fam)] for r in d.relations}
-        assert it.completion.endswith(" .") and it.choices[it.gold] in it.completion
+    for name, d in w.domains.items():
+        for rel in d.relations:
+            assert not set(d.train_subjects[rel]) & set(d.test_subjects[rel])
+        known = {(f.subject, f.value) for f in w.general}
+        for split, subjects in (("train", d.train_subjects), ("test", d.test_subjects)):
+            allowed = {s for rel in d.relations for s in subjects[rel]}
+            for it in TASKS[f"toy-{name}"].items(split, CTX):
+                subject = next(s for s in allowed if f" {s} " in it.prompt)
+                assert (subject, it.choices[it.gold]) in known
+        # the domain's question words never occur in pretraining text
+        rel = w.relations[d.relations[0]]
+        assert rel.question.split()[1] not in " ".join(
+            w.relations[r].question for r in ("color", "capital", "born")
+        )
 
 
 def test_general_is_a_probe_only():

@@ -97,8 +97,9 @@ def _w0_svd(model_key: str, name: str, w0: Any) -> Any:
     return _W0_SVD[key]
 
 
-def spectral_rows(run: RunSpec, run_dir: Path, cfg: SweepConfig, store: Store, base: Any,
-                  model_key: str) -> int:
+def spectral_rows(
+    run: RunSpec, run_dir: Path, cfg: SweepConfig, store: Store, base: Any, model_key: str
+) -> int:
     """Analyse every module of one run not yet in the store; return how many were added."""
     from rankscope.analysis.spectral import compare_weights
 
@@ -109,18 +110,22 @@ def spectral_rows(run: RunSpec, run_dir: Path, cfg: SweepConfig, store: Store, b
     if not todo:
         return 0
     w0 = _base_weights(base, todo)
-    pairs = _lora_pairs(run_dir, base, todo) if run.method == "lora" else \
-        _full_pairs(run_dir, w0)
+    pairs = _lora_pairs(run_dir, base, todo) if run.method == "lora" else _full_pairs(run_dir, w0)
     a = cfg.analysis
     for name, delta, sv in pairs:
         base_w = w0[name]
         delta = delta if delta is not None else base_w * 0
-        metrics = compare_weights(base_w.numpy(), (base_w + delta).numpy(), k=a.top_k,
-                                  intruder_k=a.intruder_k, eps=tuple(a.intruder_eps),
-                                  w0_svd=_w0_svd(model_key, name, base_w), delta_sv=sv)
+        metrics = compare_weights(
+            base_w.numpy(),
+            (base_w + delta).numpy(),
+            k=a.top_k,
+            intruder_k=a.intruder_k,
+            eps=tuple(a.intruder_eps),
+            w0_svd=_w0_svd(model_key, name, base_w),
+            delta_sv=sv,
+        )
         short, layer = name.rsplit(".", 1)[-1], _layer_index(name)
-        rows = [(run.run_id, "spectral", name, layer, -1, k, float(v))
-                for k, v in metrics.items()]
+        rows = [(run.run_id, "spectral", name, layer, -1, k, float(v)) for k, v in metrics.items()]
         rows.append((run.run_id, "spectral", name, layer, -1, f"type:{short}", 1.0))
         store.save_analysis(rows)
     return len(todo)
@@ -130,8 +135,7 @@ def fit_rows(store: Store) -> None:
     """Fit mean ‖ΔW‖_F against LoRA rank per train task and module type (and 'all')."""
     from rankscope.analysis.spectral import fit_norm_vs_rank
 
-    runs = {r["run_id"]: r for r in store.runs() if r["method"] == "lora" and
-            r["status"] == "done"}
+    runs = {r["run_id"]: r for r in store.runs() if r["method"] == "lora" and r["status"] == "done"}
     by: dict[tuple[str, str, int], list[float]] = {}
     for row in store.analysis("spectral"):
         run = runs.get(row["run_id"])
@@ -151,8 +155,9 @@ def fit_rows(store: Store) -> None:
 
 
 # ------------------------------------------------------------------ attention
-def probe_batches(cfg: SweepConfig, items_by_task: dict[str, list], tok: Any
-                  ) -> list[tuple[Any, Any]]:
+def probe_batches(
+    cfg: SweepConfig, items_by_task: dict[str, list], tok: Any
+) -> list[tuple[Any, Any]]:
     """A fixed, seeded probe set drawn from the sweep's eval tasks, as padded batches."""
     import torch
 
@@ -161,13 +166,13 @@ def probe_batches(cfg: SweepConfig, items_by_task: dict[str, list], tok: Any
     prompts = rng.sample(pool, min(cfg.analysis.probe_items, len(pool)))
     batches = []
     for i in range(0, len(prompts), 16):
-        enc = [tok(p)["input_ids"] for p in prompts[i:i + 16]]
+        enc = [tok(p)["input_ids"] for p in prompts[i : i + 16]]
         width = max(map(len, enc))
         ids = torch.full((len(enc), width), tok.pad_token_id)
         mask = torch.zeros((len(enc), width), dtype=torch.long)
         for r, s in enumerate(enc):
-            ids[r, :len(s)] = torch.tensor(s)
-            mask[r, :len(s)] = 1
+            ids[r, : len(s)] = torch.tensor(s)
+            mask[r, : len(s)] = 1
         batches.append((ids, mask))
     return batches
 
@@ -184,42 +189,67 @@ def attention_rows(run: RunSpec, model: Any, base: Any, batches: list, store: St
         if "head" in r:
             for metric in ("entropy", "sink_mass", "js_div"):
                 if metric in r:
-                    rows.append((run.run_id, "attention", "attn", r["layer"], r["head"], metric,
-                                 float(r[metric])))
+                    rows.append(
+                        (
+                            run.run_id,
+                            "attention",
+                            "attn",
+                            r["layer"],
+                            r["head"],
+                            metric,
+                            float(r[metric]),
+                        )
+                    )
         else:
             rows.append((run.run_id, "cka", "hidden", r["layer"], -1, "cka", float(r["cka"])))
     store.save_analysis(rows)
 
 
 def top_heads(store: Store, run_id: str, n: int) -> list[tuple[int, int]]:
-    rows = [r for r in store.analysis("attention") if r["run_id"] == run_id and
-            r["metric"] == "js_div"]
+    rows = [
+        r for r in store.analysis("attention") if r["run_id"] == run_id and r["metric"] == "js_div"
+    ]
     rows.sort(key=lambda r: -r["value"])
     return [(r["layer"], r["head"]) for r in rows[:n]]
 
 
-def ablation_rows(run: RunSpec, model: Any, tok: Any, tasks: list[tuple[Any, list]],
-                  store: Store, cfg: SweepConfig) -> None:
+def ablation_rows(
+    run: RunSpec,
+    model: Any,
+    tok: Any,
+    tasks: list[tuple[Any, list]],
+    store: Store,
+    cfg: SweepConfig,
+) -> None:
     """Zero each of the top-H most-changed heads; store the accuracy change per task."""
     from rankscope.analysis.attention import ablate_heads
     from rankscope.evaluate import evaluate
 
-    if run.method == "base" or cfg.analysis.ablate_top == 0 or \
-            store.has_analysis(run.run_id, "ablation"):
+    if (
+        run.method == "base"
+        or cfg.analysis.ablate_top == 0
+        or store.has_analysis(run.run_id, "ablation")
+    ):
         return
     rows = []
     for task, items in tasks:
+
         def primary(m: dict) -> float:
             return m["acc"][0] if "acc" in m else m["em_strict"][0]
 
-        before = primary(evaluate(model, tok, task, items, cfg.eval.batch_size,
-                                  cfg.eval.max_new_tokens)[0])
+        before = primary(
+            evaluate(model, tok, task, items, cfg.eval.batch_size, cfg.eval.max_new_tokens)[0]
+        )
         for layer, head in top_heads(store, run.run_id, cfg.analysis.ablate_top):
             with ablate_heads(model, [(layer, head)]):
-                after = primary(evaluate(model, tok, task, items, cfg.eval.batch_size,
-                                         cfg.eval.max_new_tokens)[0])
-            rows.append((run.run_id, "ablation", "attn", layer, head, f"delta:{task.name}",
-                         after - before))
+                after = primary(
+                    evaluate(model, tok, task, items, cfg.eval.batch_size, cfg.eval.max_new_tokens)[
+                        0
+                    ]
+                )
+            rows.append(
+                (run.run_id, "ablation", "attn", layer, head, f"delta:{task.name}", after - before)
+            )
     store.save_analysis(rows)
 
 
@@ -230,8 +260,17 @@ def ablation_tasks(run: RunSpec, cfg: SweepConfig, items: dict[str, list]) -> li
     return chosen + [others[0] if others else cfg.tasks.retention]
 
 
-def analyze_run(run: RunSpec, run_dir: Path, cfg: SweepConfig, store: Store, base: Any,
-                tok: Any, model_key: str, batches: list, items: dict[str, list]) -> None:
+def analyze_run(
+    run: RunSpec,
+    run_dir: Path,
+    cfg: SweepConfig,
+    store: Store,
+    base: Any,
+    tok: Any,
+    model_key: str,
+    batches: list,
+    items: dict[str, list],
+) -> None:
     """Every analysis of one run; each piece is skipped when its rows are stored."""
     from rankscope.methods import load_for_eval
     from rankscope.tasks import TASKS

@@ -12,20 +12,27 @@ from rich.table import Table
 
 from rankscope.errors import RankscopeError, RunFailed
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Which LoRA rank (or full fine-tuning) for your task, and what each "
-                       "costs in forgotten knowledge and cross-domain robustness.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Which LoRA rank (or full fine-tuning) for your task, and what each "
+    "costs in forgotten knowledge and cross-domain robustness.",
+)
 world_app = typer.Typer(no_args_is_help=True, help="The embedded toy world.")
 app.add_typer(world_app, name="world")
 console = Console(stderr=True)
 _state = {"debug": False}
 
-ConfigArg = Annotated[Path | None, typer.Argument(help="Sweep config YAML (default: the "
-                                                       "embedded toy sweep).")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key, e.g. "
-                                                  "--set train.epochs=2 (repeatable).")]
-OutOpt = Annotated[Path | None, typer.Option("--output-dir", "-o", help="Output directory "
-                                             "(default runs/<name>).")]
+ConfigArg = Annotated[
+    Path | None, typer.Argument(help="Sweep config YAML (default: the embedded toy sweep).")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a key, e.g. --set train.epochs=2 (repeatable)."),
+]
+OutOpt = Annotated[
+    Path | None, typer.Option("--output-dir", "-o", help="Output directory (default runs/<name>).")
+]
 DirArg = Annotated[Path, typer.Argument(help="A sweep's output directory.")]
 
 
@@ -44,9 +51,13 @@ def _load(config: Path | None, sets: list[str] | None, output_dir: Path | None):
 
 
 @app.command()
-def run(config: ConfigArg = None, set_: SetOpt = None, output_dir: OutOpt = None,
-        force: Annotated[bool, typer.Option(help="Redo runs made with another config.")] = False,
-        fail_fast: Annotated[bool, typer.Option(help="Stop at the first failed run.")] = False):
+def run(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    output_dir: OutOpt = None,
+    force: Annotated[bool, typer.Option(help="Redo runs made with another config.")] = False,
+    fail_fast: Annotated[bool, typer.Option(help="Stop at the first failed run.")] = False,
+):
     """Run the sweep (train, evaluate, report); finished work is never redone."""
     from rankscope.pipeline import run_sweep
     from rankscope.progress import rich_stages
@@ -55,8 +66,10 @@ def run(config: ConfigArg = None, set_: SetOpt = None, output_dir: OutOpt = None
     console.print(f"[bold]rankscope[/bold] sweep [cyan]{cfg.name}[/cyan] -> {cfg.out_dir}")
     with rich_stages(console) as stages:
         outcome = run_sweep(cfg, force=force, fail_fast=fail_fast, stages=stages)
-    console.print(f"{len(outcome.done)} run(s) done now, {len(outcome.skipped)} already done, "
-                  f"{len(outcome.failed)} failed")
+    console.print(
+        f"{len(outcome.done)} run(s) done now, {len(outcome.skipped)} already done, "
+        f"{len(outcome.failed)} failed"
+    )
     if outcome.report:
         console.print(f"report: [green]{outcome.report['html']}[/green]")
     if outcome.failed:
@@ -83,13 +96,34 @@ def plan(config: ConfigArg = None, set_: SetOpt = None, output_dir: OutOpt = Non
         store = Store(store_path)
         statuses = {r.run_id: run_status(store, r, cfg) for r in runs}
         store.close()
-    table = Table("run id", "method", "train task", "rank", "alpha", "lr", "seed", "status",
-                  title=f"sweep {cfg.name}: {len(runs)} runs x {len(cfg.tasks.eval)} eval tasks")
+    table = Table(title=f"sweep {cfg.name}: {len(runs)} runs x {len(cfg.tasks.eval)} eval tasks")
+    table.add_column("run id", no_wrap=True, min_width=max(len(r.run_id) for r in runs))
+    for col in ("method", "train task", "rank", "alpha", "lr", "seed", "status"):
+        table.add_column(col)
     for r in runs:
-        table.add_row(r.run_id, r.method, r.train_task or "-", str(r.rank or "-"),
-                      f"{r.alpha:g}" if r.alpha else "-", f"{r.lr:g}" if r.lr else "-",
-                      str(r.seed), statuses.get(r.run_id, "pending"))
-    Console().print(table)
+        table.add_row(
+            r.run_id,
+            r.method,
+            r.train_task or "-",
+            str(r.rank or "-"),
+            f"{r.alpha:g}" if r.alpha else "-",
+            f"{r.lr:g}" if r.lr else "-",
+            str(r.seed),
+            statuses.get(r.run_id, "pending"),
+        )
+    Console(width=max(120, Console().width)).print(table)
+
+
+@app.command()
+def analyze(config: ConfigArg = None, set_: SetOpt = None, output_dir: OutOpt = None):
+    """Spectral ΔW + attention analysis of a sweep's finished runs (resumes per module)."""
+    from rankscope.pipeline import analyze_only
+    from rankscope.progress import rich_stages
+
+    cfg = _load(config, set_, output_dir)
+    with rich_stages(console) as stages:
+        analyze_only(cfg, stages)
+    console.print(f"analysis rows stored in {cfg.out_dir / 'results.sqlite'}")
 
 
 @app.command()
@@ -135,9 +169,12 @@ def export(out_dir: DirArg = Path("runs/toy")):
 
 
 @world_app.command("build")
-def world_build(preset: Annotated[str, typer.Option(help="default | small")] = "default",
-                seed: int = 0, cache_dir: Path | None = None,
-                force: Annotated[bool, typer.Option(help="Rebuild even if cached.")] = False):
+def world_build(
+    preset: Annotated[str, typer.Option(help="default | small")] = "default",
+    seed: int = 0,
+    cache_dir: Path | None = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if cached.")] = False,
+):
     """Build and cache the toy world's tokenizer and base model."""
     from rankscope.progress import rich_stages
     from rankscope.world.build import ensure_base_model
@@ -148,8 +185,9 @@ def world_build(preset: Annotated[str, typer.Option(help="default | small")] = "
     spec = spec_for(preset, seed)
     with rich_stages(console) as stages:
         stages.start("pretrain", spec.pretrain_steps)
-        path = ensure_base_model(spec, cache_dir, force=force,
-                                 on_step=lambda s, n, loss: stages.advance("pretrain", 1))
+        path = ensure_base_model(
+            spec, cache_dir, force=force, on_step=lambda s, n, loss: stages.advance("pretrain", 1)
+        )
     console.print(f"toy base model: [green]{path}[/green]")
 
 
@@ -175,8 +213,11 @@ def main() -> None:
             sys.exit(e.exit_code)
         if _state["debug"]:
             raise
-        console.print(f"[red]internal error:[/red] {type(e).__name__}: {e} (rerun with --debug "
-                      "for the traceback)", highlight=False)
+        console.print(
+            f"[red]internal error:[/red] {type(e).__name__}: {e} (rerun with --debug "
+            "for the traceback)",
+            highlight=False,
+        )
         sys.exit(1)
 
 

@@ -43,11 +43,13 @@ class ModelConfig:
 
 @dataclass
 class TasksConfig:
-    train: list[str] = field(default_factory=lambda: ["toy-arith", "toy-mathmcq", "toy-med",
-                                                      "toy-legal"])
+    train: list[str] = field(
+        default_factory=lambda: ["toy-arith", "toy-mathmcq", "toy-med", "toy-legal"]
+    )
     """Tasks to fine-tune on: one run per task x method x seed."""
-    eval: list[str] = field(default_factory=lambda: ["toy-arith", "toy-mathmcq", "toy-general",
-                                                     "toy-med", "toy-legal"])
+    eval: list[str] = field(
+        default_factory=lambda: ["toy-arith", "toy-mathmcq", "toy-general", "toy-med", "toy-legal"]
+    )
     """Every run is evaluated on all of these (in-domain, cross-domain, retention)."""
     retention: str = "toy-general"
     """The eval task that measures retained knowledge (never trained on)."""
@@ -75,8 +77,9 @@ class LoraConfig:
     """Scaling numerator: a rule '<k>r' (alpha = k*r; paper '2r') or a fixed number ('16')."""
     dropout: float = 0.05
     """LoRA dropout."""
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj",
-                                                               "o_proj"])
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
     """Module names LoRA wraps; ['all-linear'] for every linear layer but the head."""
     lr: float = 2e-4
     """Learning rate of LoRA (the paper gives none; 2e-4 is the common PEFT choice)."""
@@ -233,8 +236,10 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in names:
-            raise ConfigError(f"{_join(where, key)}: unknown key{did_you_mean(str(key), names)};"
-                              f" valid keys here: {', '.join(names)}")
+            raise ConfigError(
+                f"{_join(where, key)}: unknown key{did_you_mean(str(key), names)};"
+                f" valid keys here: {', '.join(names)}"
+            )
     kwargs = {k: _coerce(v, hints[k], _join(where, k)) for k, v in data.items()}
     return cls(**kwargs)
 
@@ -320,50 +325,62 @@ def alpha_for(rule: str, rank: int) -> float:
             return (float(k) if k not in ("", "*") else 1.0) * rank
         return float(text)
     except ValueError:
-        raise ConfigError(f"methods.lora.alpha: {rule!r} is neither '<k>r' (e.g. '2r') nor a "
-                          "number") from None
+        raise ConfigError(
+            f"methods.lora.alpha: {rule!r} is neither '<k>r' (e.g. '2r') nor a number"
+        ) from None
 
 
 def validate(cfg: SweepConfig) -> None:
     """Cross-field and range checks; each message names the field and what is valid."""
     from rankscope.tasks import TASKS
 
-    _check(cfg.name.strip() != "" and "/" not in cfg.name, "name: must be a non-empty name "
-           "without '/'")
+    _check(
+        cfg.name.strip() != "" and "/" not in cfg.name, "name: must be a non-empty name without '/'"
+    )
     _check(len(cfg.seeds) > 0, "seeds: give at least one seed")
     t = cfg.train
     _check(t.epochs > 0, f"train.epochs: must be > 0, got {t.epochs}")
     _check(t.batch_size >= 1, f"train.batch_size: must be >= 1, got {t.batch_size}")
     _check(t.grad_accum >= 1, f"train.grad_accum: must be >= 1, got {t.grad_accum}")
-    _check(0 <= t.warmup_ratio < 1, f"train.warmup_ratio: must be in [0, 1), got "
-           f"{t.warmup_ratio}")
+    _check(0 <= t.warmup_ratio < 1, f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
     _check(t.max_seq_len >= 8, f"train.max_seq_len: must be >= 8, got {t.max_seq_len}")
     _check(t.logging_steps >= 1, "train.logging_steps: must be >= 1")
-    for key, options in (("scheduler", ("linear", "cosine", "constant_with_warmup")),
-                         ("precision", ("auto", "fp32", "bf16", "fp16"))):
+    for key, options in (
+        ("scheduler", ("linear", "cosine", "constant_with_warmup")),
+        ("precision", ("auto", "fp32", "bf16", "fp16")),
+    ):
         val = getattr(t, key)
-        _check(val in options, f"train.{key}: {val!r} is not one of {', '.join(options)}"
-               f"{did_you_mean(val, options)}")
+        _check(
+            val in options,
+            f"train.{key}: {val!r} is not one of {', '.join(options)}{did_you_mean(val, options)}",
+        )
     dtypes = ("auto", "float32", "bfloat16", "float16")
-    _check(cfg.model.dtype in dtypes, f"model.dtype: {cfg.model.dtype!r} is not one of "
-           f"{', '.join(dtypes)}")
-    _check(cfg.model.world in ("default", "small"), f"model.world: {cfg.model.world!r} is not "
-           "one of default, small")
+    _check(
+        cfg.model.dtype in dtypes,
+        f"model.dtype: {cfg.model.dtype!r} is not one of {', '.join(dtypes)}",
+    )
+    _check(
+        cfg.model.world in ("default", "small"),
+        f"model.world: {cfg.model.world!r} is not one of default, small",
+    )
     m = cfg.methods
     _check(m.full.lr > 0, f"methods.full.lr: must be > 0, got {m.full.lr}")
     _check(m.lora.lr > 0, f"methods.lora.lr: must be > 0, got {m.lora.lr}")
     _check(0 <= m.lora.dropout < 1, "methods.lora.dropout: must be in [0, 1)")
     inits = ("default", "gaussian", "pissa")
-    _check(m.lora.init in inits, f"methods.lora.init: {m.lora.init!r} is not one of "
-           f"{', '.join(inits)}")
+    _check(
+        m.lora.init in inits, f"methods.lora.init: {m.lora.init!r} is not one of {', '.join(inits)}"
+    )
     if m.lora.enabled:
         _check(len(m.lora.ranks) > 0, "methods.lora.ranks: give at least one rank")
         _check(len(set(m.lora.ranks)) == len(m.lora.ranks), "methods.lora.ranks: duplicate rank")
         _check(len(m.lora.target_modules) > 0, "methods.lora.target_modules: give at least one")
         for r in m.lora.ranks:
             _check(r > 0, f"methods.lora.ranks: every rank must be a positive integer, got {r}")
-            _check(alpha_for(m.lora.alpha, r) > 0, f"methods.lora.alpha: must be > 0, got "
-                   f"{m.lora.alpha!r}")
+            _check(
+                alpha_for(m.lora.alpha, r) > 0,
+                f"methods.lora.alpha: must be > 0, got {m.lora.alpha!r}",
+            )
     _check(m.base or m.full.enabled or m.lora.enabled, "methods: every method is disabled")
     _check(cfg.eval.batch_size >= 1, "eval.batch_size: must be >= 1")
     _check(cfg.eval.max_new_tokens >= 1, "eval.max_new_tokens: must be >= 1")
@@ -371,27 +388,43 @@ def validate(cfg: SweepConfig) -> None:
         names = getattr(cfg.tasks, key)
         _check(len(names) > 0 or key == "train", f"tasks.{key}: give at least one task")
         for name in names:
-            _check(name in TASKS, f"tasks.{key}: unknown task {name!r}{did_you_mean(name, TASKS)}"
-                   f"; known: {', '.join(sorted(TASKS))}")
-    _check(cfg.tasks.retention in cfg.tasks.eval, f"tasks.retention: {cfg.tasks.retention!r} "
-           "must also be listed in tasks.eval")
-    _check(cfg.tasks.retention not in cfg.tasks.train, f"tasks.retention: "
-           f"{cfg.tasks.retention!r} is also a training task; retention is measured on a task "
-           "no run trains on")
+            _check(
+                name in TASKS,
+                f"tasks.{key}: unknown task {name!r}{did_you_mean(name, TASKS)}"
+                f"; known: {', '.join(sorted(TASKS))}",
+            )
+    _check(
+        cfg.tasks.retention in cfg.tasks.eval,
+        f"tasks.retention: {cfg.tasks.retention!r} must also be listed in tasks.eval",
+    )
+    _check(
+        cfg.tasks.retention not in cfg.tasks.train,
+        f"tasks.retention: "
+        f"{cfg.tasks.retention!r} is also a training task; retention is measured on a task "
+        "no run trains on",
+    )
     for key in ("max_train_items", "max_eval_items"):
         val = getattr(cfg.tasks, key)
         _check(val is None or val >= 1, f"tasks.{key}: must be >= 1 or null")
     a = cfg.analysis
-    _check(a.modules in ("targets", "all-linear"), f"analysis.modules: {a.modules!r} is not one "
-           "of targets, all-linear")
-    _check(a.top_k >= 1 and a.intruder_k >= 1, "analysis.top_k and analysis.intruder_k: must "
-           "be >= 1")
-    _check(all(0 < e < 1 for e in a.intruder_eps), "analysis.intruder_eps: every threshold "
-           "must be in (0, 1)")
-    _check(a.probe_items >= 1 and a.ablate_top >= 0 and a.ablation_items >= 1,
-           "analysis.probe_items/ablation_items must be >= 1 and analysis.ablate_top >= 0")
-    _check(cfg.executor.kind in ("local",), f"executor.kind: {cfg.executor.kind!r} is not one "
-           "of local")
+    _check(
+        a.modules in ("targets", "all-linear"),
+        f"analysis.modules: {a.modules!r} is not one of targets, all-linear",
+    )
+    _check(
+        a.top_k >= 1 and a.intruder_k >= 1, "analysis.top_k and analysis.intruder_k: must be >= 1"
+    )
+    _check(
+        all(0 < e < 1 for e in a.intruder_eps),
+        "analysis.intruder_eps: every threshold must be in (0, 1)",
+    )
+    _check(
+        a.probe_items >= 1 and a.ablate_top >= 0 and a.ablation_items >= 1,
+        "analysis.probe_items/ablation_items must be >= 1 and analysis.ablate_top >= 0",
+    )
+    _check(
+        cfg.executor.kind in ("local",), f"executor.kind: {cfg.executor.kind!r} is not one of local"
+    )
 
 
 def dump_yaml(data: dict[str, Any]) -> str:
@@ -407,9 +440,13 @@ def _attribute_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and \
-                isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+    for node, nxt in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
             docs[node.target.id] = " ".join(nxt.value.value.split())  # type: ignore[attr-defined]
     return docs
 

@@ -43,7 +43,7 @@ def letter_ids(tok: Any, n: int) -> list[int]:
 def _batches(items: list[Item], tok: Any, batch_size: int) -> list[list[tuple[int, list[int]]]]:
     encoded = [(i, tok(it.prompt)["input_ids"]) for i, it in enumerate(items)]
     encoded.sort(key=lambda x: -len(x[1]))  # longest first: OOM shows at once, less padding
-    return [encoded[i:i + batch_size] for i in range(0, len(encoded), batch_size)]
+    return [encoded[i : i + batch_size] for i in range(0, len(encoded), batch_size)]
 
 
 def _pad(seqs: list[list[int]], pad_id: int, left: bool):
@@ -59,8 +59,9 @@ def _pad(seqs: list[list[int]], pad_id: int, left: bool):
     return ids, mask
 
 
-def score_mcq(model: Any, tok: Any, items: list[Item], batch_size: int,
-              progress: Progress = None) -> list[list[float]]:
+def score_mcq(
+    model: Any, tok: Any, items: list[Item], batch_size: int, progress: Progress = None
+) -> list[list[float]]:
     """Per item, the log-probability of each option's letter after the prompt."""
     import torch
 
@@ -82,15 +83,23 @@ def score_mcq(model: Any, tok: Any, items: list[Item], batch_size: int,
     return out
 
 
-def eval_mcq(model: Any, tok: Any, items: list[Item], batch_size: int,
-             progress: Progress = None) -> tuple[dict[str, tuple[float, float, int]], list[dict]]:
+def eval_mcq(
+    model: Any, tok: Any, items: list[Item], batch_size: int, progress: Progress = None
+) -> tuple[dict[str, tuple[float, float, int]], list[dict]]:
     scores = score_mcq(model, tok, items, batch_size, progress)
     preds, correct = [], []
-    for it, s in zip(items, scores):
+    for it, s in zip(items, scores, strict=True):
         p = max(range(len(s)), key=s.__getitem__)
         correct.append(float(p == it.gold))
-        preds.append({"item_id": it.id, "pred": LETTERS[p], "gold": LETTERS[it.gold],
-                      "correct": p == it.gold, "detail": {"logprobs": [round(x, 5) for x in s]}})
+        preds.append(
+            {
+                "item_id": it.id,
+                "pred": LETTERS[p],
+                "gold": LETTERS[it.gold],
+                "correct": p == it.gold,
+                "detail": {"logprobs": [round(x, 5) for x in s]},
+            }
+        )
     acc, se = mean_stderr(correct)
     return {"acc": (acc, se, len(items))}, preds
 
@@ -104,8 +113,15 @@ def _truncate(text: str, stops: tuple[str, ...]) -> str:
     return text[:cut]
 
 
-def generate(model: Any, tok: Any, items: list[Item], batch_size: int, max_new_tokens: int,
-             stops: tuple[str, ...], progress: Progress = None) -> list[str]:
+def generate(
+    model: Any,
+    tok: Any,
+    items: list[Item],
+    batch_size: int,
+    max_new_tokens: int,
+    stops: tuple[str, ...],
+    progress: Progress = None,
+) -> list[str]:
     """Greedy continuations, cut at the first stop sequence."""
     import torch
 
@@ -114,34 +130,60 @@ def generate(model: Any, tok: Any, items: list[Item], batch_size: int, max_new_t
     for batch in _batches(items, tok, batch_size):
         ids, mask = _pad([s for _, s in batch], tok.pad_token_id, left=True)
         with torch.no_grad():
-            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                 max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            gen = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
         for row, (i, _) in enumerate(batch):
-            text = tok.decode(gen[row, ids.shape[1]:], skip_special_tokens=False)
+            text = tok.decode(gen[row, ids.shape[1] :], skip_special_tokens=False)
             out[i] = _truncate(text, stops + (tok.eos_token, tok.pad_token)).strip()
         if progress:
             progress(len(batch))
     return out
 
 
-def eval_gen(model: Any, tok: Any, task: Task, items: list[Item], batch_size: int,
-             max_new_tokens: int, progress: Progress = None):
+def eval_gen(
+    model: Any,
+    tok: Any,
+    task: Task,
+    items: list[Item],
+    batch_size: int,
+    max_new_tokens: int,
+    progress: Progress = None,
+):
     texts = generate(model, tok, items, batch_size, max_new_tokens, task.stop, progress)
     strict, flex, preds = [], [], []
-    for it, text in zip(items, texts):
+    for it, text in zip(items, texts, strict=True):
         ext = task.extract(text) if task.extract else {"strict": text, "flexible": text}
         ok_s, ok_f = ext["strict"] == it.answer, ext["flexible"] == it.answer
         strict.append(float(ok_s))
         flex.append(float(ok_f))
-        preds.append({"item_id": it.id, "pred": ext["strict"], "gold": it.answer,
-                      "correct": ok_s, "detail": {"text": text, "flexible": ext["flexible"]}})
+        preds.append(
+            {
+                "item_id": it.id,
+                "pred": ext["strict"],
+                "gold": it.answer,
+                "correct": ok_s,
+                "detail": {"text": text, "flexible": ext["flexible"]},
+            }
+        )
     (ms, ss), (mf, sf) = mean_stderr(strict), mean_stderr(flex)
     return {"em_strict": (ms, ss, len(items)), "em_flexible": (mf, sf, len(items))}, preds
 
 
-def evaluate(model: Any, tok: Any, task: Task, items: list[Item], batch_size: int,
-             max_new_tokens: int, progress: Progress = None):
+def evaluate(
+    model: Any,
+    tok: Any,
+    task: Task,
+    items: list[Item],
+    batch_size: int,
+    max_new_tokens: int,
+    progress: Progress = None,
+):
     """(metrics {name: (value, stderr, n)}, per-item predictions) of one model on one task."""
     if task.kind == "mcq":
         return eval_mcq(model, tok, items, batch_size, progress)

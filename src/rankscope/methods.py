@@ -33,8 +33,10 @@ def resolve_model_path(mcfg: ModelConfig) -> Path | str:
     path = Path(mcfg.name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise ConfigError(f"model.name: {path} exists but has no config.json; expected a "
-                              "Hugging Face model directory")
+            raise ConfigError(
+                f"model.name: {path} exists but has no config.json; expected a "
+                "Hugging Face model directory"
+            )
         return path
     return mcfg.name
 
@@ -66,7 +68,8 @@ def load_base(mcfg: ModelConfig) -> tuple[Any, Any, Path | str]:
             raise RankscopeError(
                 f"model.name: cannot load {mcfg.name!r} ({str(e).splitlines()[0]}). Without "
                 "network, point model.name at a local model directory (config.json + weights "
-                "+ tokenizer), or use model.name: toy for the embedded toy world.") from None
+                "+ tokenizer), or use model.name: toy for the embedded toy world."
+            ) from None
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         model.eval()
@@ -95,9 +98,17 @@ def lora_config(run: RunSpec, cfg: SweepConfig) -> Any:
     if targets == ["all-linear"]:
         targets = "all-linear"
     init: Any = {"default": True, "gaussian": "gaussian", "pissa": "pissa"}[lc.init]
-    return LoraConfig(r=run.rank, lora_alpha=run.alpha, lora_dropout=lc.dropout,
-                      target_modules=targets, use_rslora=lc.use_rslora, use_dora=lc.use_dora,
-                      init_lora_weights=init, bias="none", task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=run.rank,
+        lora_alpha=run.alpha,
+        lora_dropout=lc.dropout,
+        target_modules=targets,
+        use_rslora=lc.use_rslora,
+        use_dora=lc.use_dora,
+        init_lora_weights=init,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
 
 
 def check_lora_fits(model: Any, run: RunSpec, cfg: SweepConfig) -> None:
@@ -107,19 +118,31 @@ def check_lora_fits(model: Any, run: RunSpec, cfg: SweepConfig) -> None:
     names = cfg.methods.lora.target_modules
     if names == ["all-linear"]:
         return
-    hits = [(n, m) for n, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in names]
+    hits = [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in names
+    ]
     found = {n.rsplit(".", 1)[-1] for n, _ in hits}
     missing = [t for t in names if t not in found]
     if missing:
-        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
-                         if isinstance(m, torch.nn.Linear)})
-        raise ConfigError(f"methods.lora.target_modules: {missing} match no linear layer of "
-                          f"the model; its linear layers are: {', '.join(linear)}")
+        linear = sorted(
+            {
+                n.rsplit(".", 1)[-1]
+                for n, m in model.named_modules()
+                if isinstance(m, torch.nn.Linear)
+            }
+        )
+        raise ConfigError(
+            f"methods.lora.target_modules: {missing} match no linear layer of "
+            f"the model; its linear layers are: {', '.join(linear)}"
+        )
     limit = min(min(m.in_features, m.out_features) for _, m in hits)
     if run.rank is not None and run.rank > limit:
-        raise ConfigError(f"methods.lora.ranks: rank {run.rank} exceeds the smallest target "
-                          f"layer's min(d_in, d_out) = {limit}")
+        raise ConfigError(
+            f"methods.lora.ranks: rank {run.rank} exceeds the smallest target "
+            f"layer's min(d_in, d_out) = {limit}"
+        )
 
 
 def _prepare_lora(model: Any, run: RunSpec, cfg: SweepConfig) -> Any:

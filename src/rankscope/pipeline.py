@@ -71,14 +71,17 @@ def guard_output_dir(store: Store, cfg: SweepConfig, runs: list[RunSpec], force:
     """Refuse to mix another sweep's (or another config's) results into this directory."""
     name = store.get_meta("sweep_name")
     if name is not None and name != cfg.name and not force:
-        raise ConfigError(f"{store.path.parent}: holds results of sweep {name!r}, not "
-                          f"{cfg.name!r}; choose another output_dir or pass --force")
+        raise ConfigError(
+            f"{store.path.parent}: holds results of sweep {name!r}, not "
+            f"{cfg.name!r}; choose another output_dir or pass --force"
+        )
     stale = [r.run_id for r in runs if run_status(store, r, cfg) == "stale"]
     if stale and not force:
         raise ConfigError(
             f"{store.path.parent}: {len(stale)} finished run(s) were made with a different "
             f"config ({', '.join(stale[:3])}{' ...' if len(stale) > 3 else ''}); use another "
-            "output_dir, or --force to redo them")
+            "output_dir, or --force to redo them"
+        )
 
 
 class Sweep:
@@ -94,8 +97,11 @@ class Sweep:
     def items(self, task: str, split: str) -> list[Item]:
         key = (task, split)
         if key not in self._items:
-            limit = self.cfg.tasks.max_train_items if split == "train" else \
-                self.cfg.tasks.max_eval_items
+            limit = (
+                self.cfg.tasks.max_train_items
+                if split == "train"
+                else self.cfg.tasks.max_eval_items
+            )
             self._items[key] = TASKS[task].items(split, self.ctx, limit)
         return self._items[key]
 
@@ -112,11 +118,18 @@ class Sweep:
         from rankscope.methods import count_params, load_for_eval
 
         cfg, rdir = self.cfg, self.run_dir(run)
-        write_atomic(rdir / "config.yaml", dump_yaml(
-            {"run": asdict(run), "config_hash": run.config_hash(cfg), "config": cfg.to_dict(),
-             "provenance": prov}))
-        store.upsert_run(**_run_row(run, cfg, rdir), status="running", stage="train",
-                         error=None)
+        write_atomic(
+            rdir / "config.yaml",
+            dump_yaml(
+                {
+                    "run": asdict(run),
+                    "config_hash": run.config_hash(cfg),
+                    "config": cfg.to_dict(),
+                    "provenance": prov,
+                }
+            ),
+        )
+        store.upsert_run(**_run_row(run, cfg, rdir), status="running", stage="train", error=None)
         model = None
         if run.method != "base" and not (rdir / "TRAINED").exists():
             model, tok = self._train(store, run, rdir)
@@ -147,8 +160,16 @@ class Sweep:
         trainable, total = count_params(model)
         items = self.items(run.train_task, "train")
         label = f"  {run.run_id}"
-        rec = train(model, tok, items, cfg, run.lr, run.seed, rdir / "trainer",
-                    on_progress=lambda d, t: self.stages.step(label, d, t))
+        rec = train(
+            model,
+            tok,
+            items,
+            cfg,
+            run.lr,
+            run.seed,
+            rdir / "trainer",
+            on_progress=lambda d, t: self.stages.step(label, d, t),
+        )
         METHODS[run.method].save(model, tok, rdir)
         shutil.rmtree(rdir / "trainer", ignore_errors=True)
         log = rec.pop("log")
@@ -178,24 +199,46 @@ class Sweep:
             done[0] += n
             self.stages.step(label, done[0], len(items))
 
-        metrics, preds = evaluate(model, tok, TASKS[task], items, self.cfg.eval.batch_size,
-                                  self.cfg.eval.max_new_tokens, progress)
+        metrics, preds = evaluate(
+            model,
+            tok,
+            TASKS[task],
+            items,
+            self.cfg.eval.batch_size,
+            self.cfg.eval.max_new_tokens,
+            progress,
+        )
         store.save_eval(run.run_id, task, metrics, preds)
         self.stages.advance("evaluate", 1)
 
 
 def _run_row(run: RunSpec, cfg: SweepConfig, rdir: Path) -> dict[str, Any]:
-    return {"run_id": run.run_id, "model": cfg.model.name, "train_task": run.train_task,
-            "method": run.method, "rank": run.rank, "alpha": run.alpha, "lr": run.lr,
-            "seed": run.seed, "variant": run.variant, "config_hash": run.config_hash(cfg),
-            "run_dir": str(rdir), "log_path": str(rdir / "config.yaml")}
+    return {
+        "run_id": run.run_id,
+        "model": cfg.model.name,
+        "train_task": run.train_task,
+        "method": run.method,
+        "rank": run.rank,
+        "alpha": run.alpha,
+        "lr": run.lr,
+        "seed": run.seed,
+        "variant": run.variant,
+        "config_hash": run.config_hash(cfg),
+        "run_dir": str(rdir),
+        "log_path": str(rdir / "config.yaml"),
+    }
 
 
 def _write_meta(store: Store, cfg: SweepConfig) -> None:
-    store.set_meta({"sweep_name": cfg.name, "config_json": json.dumps(cfg.to_dict()),
-                    "retention_task": cfg.tasks.retention,
-                    "eval_tasks": json.dumps(cfg.tasks.eval),
-                    "train_tasks": json.dumps(cfg.tasks.train)})
+    store.set_meta(
+        {
+            "sweep_name": cfg.name,
+            "config_json": json.dumps(cfg.to_dict()),
+            "retention_task": cfg.tasks.retention,
+            "eval_tasks": json.dumps(cfg.tasks.eval),
+            "train_tasks": json.dumps(cfg.tasks.train),
+        }
+    )
 
 
 def _forget(store: Store, sweep: Sweep, run: RunSpec) -> None:
@@ -206,8 +249,14 @@ def _forget(store: Store, sweep: Sweep, run: RunSpec) -> None:
     shutil.rmtree(sweep.run_dir(run), ignore_errors=True)
 
 
-def run_sweep(cfg: SweepConfig, *, force: bool = False, fail_fast: bool = False,
-              stages: Stages | None = None, report: bool = True) -> SweepOutcome:
+def run_sweep(
+    cfg: SweepConfig,
+    *,
+    force: bool = False,
+    fail_fast: bool = False,
+    stages: Stages | None = None,
+    report: bool = True,
+) -> SweepOutcome:
     """Run every pending run of the sweep, then write the report."""
     from rankscope.provenance import provenance
 
@@ -239,8 +288,9 @@ def run_sweep(cfg: SweepConfig, *, force: bool = False, fail_fast: bool = False,
                 raise
             except Exception as e:  # fault isolation: record, go on with the others
                 msg = _failure_message(e, run)
-                store.upsert_run(**_run_row(run, cfg, sweep.run_dir(run)), status="failed",
-                                 error=msg)
+                store.upsert_run(
+                    **_run_row(run, cfg, sweep.run_dir(run)), status="failed", error=msg
+                )
                 write_atomic(sweep.run_dir(run) / "error.txt", traceback.format_exc())
                 outcome.failed[run.run_id] = msg
                 sweep.stages.note(f"[red]failed[/red] {run.run_id}: {msg}")
@@ -270,16 +320,42 @@ def analyze_sweep(sweep: Sweep, store: Store, runs: list[RunSpec]) -> None:
     items = {t: sweep.items(t, "test") for t in sweep.cfg.tasks.eval}
     batches = probe_batches(sweep.cfg, items, tok)
     for run in done:
-        analyze_run(run, sweep.run_dir(run), sweep.cfg, store, base, tok, str(path), batches,
-                    items)
+        try:
+            analyze_run(
+                run, sweep.run_dir(run), sweep.cfg, store, base, tok, str(path), batches, items
+            )
+        except (KeyboardInterrupt, ConfigError):
+            raise
+        except Exception as e:  # a failed analysis never costs the run's results
+            msg = f"analysis failed: {_failure_message(e, run)}"
+            store.update_run(run.run_id, error=msg)
+            write_atomic(sweep.run_dir(run) / "analysis_error.txt", traceback.format_exc())
+            sweep.stages.note(f"[yellow]{run.run_id}[/yellow]: {msg}")
         sweep.stages.advance("analyze", 1)
     fit_rows(store)
+
+
+def analyze_only(cfg: SweepConfig, stages: Stages | None = None) -> Path:
+    """`rankscope analyze`: the analyze stage alone, on a sweep's finished runs."""
+    quiet_libraries()
+    sweep = Sweep(cfg, stages)
+    path = sweep.out / STORE_NAME
+    if not path.exists():
+        raise RankscopeError(f"{sweep.out}: no {STORE_NAME} here; run the sweep first")
+    store = Store(path)
+    try:
+        analyze_sweep(sweep, store, make_plan(cfg))
+    finally:
+        store.close()
+    return path
 
 
 def quiet_libraries() -> None:
     """Our progress bars speak for the libraries' own bars and info logs."""
     import logging
+    import warnings
 
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for name in ("transformers", "peft", "datasets", "accelerate"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -303,15 +379,18 @@ def _prepare_base(sweep: Sweep, needed: bool) -> None:
     if (model_dir(spec, cache or default_cache_dir()) / "world.json").exists():
         return
     sweep.stages.start("build toy base model", spec.pretrain_steps)
-    ensure_base_model(spec, cache,
-                      on_step=lambda s, n, loss: sweep.stages.advance("build toy base model", 1))
+    ensure_base_model(
+        spec, cache, on_step=lambda s, n, loss: sweep.stages.advance("build toy base model", 1)
+    )
 
 
 def _failure_message(e: BaseException, run: RunSpec) -> str:
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
     if "out of memory" in text.lower() or type(e).__name__ == "OutOfMemoryError":
-        return (f"out of memory in {run.run_id}: lower train.batch_size and raise "
-                "train.grad_accum to keep the effective batch, or shorten train.max_seq_len")
+        return (
+            f"out of memory in {run.run_id}: lower train.batch_size and raise "
+            "train.grad_accum to keep the effective batch, or shorten train.max_seq_len"
+        )
     if isinstance(e, RankscopeError):
         return text
     return f"{type(e).__name__}: {text}"

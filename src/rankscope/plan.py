@@ -39,8 +39,10 @@ class RunSpec:
             for k in ("enabled", "ranks", "alpha", "lr"):
                 lora.pop(k)
             ident["lora"] = lora
-        ident["eval"] = {"max_eval_items": cfg.tasks.max_eval_items,
-                         "max_new_tokens": cfg.eval.max_new_tokens}
+        ident["eval"] = {
+            "max_eval_items": cfg.tasks.max_eval_items,
+            "max_new_tokens": cfg.eval.max_new_tokens,
+        }
         return ident
 
     def config_hash(self, cfg: SweepConfig) -> str:
@@ -75,6 +77,16 @@ def make_plan(cfg: SweepConfig) -> list[RunSpec]:
                 for r in m.lora.ranks:
                     a = alpha_for(m.lora.alpha, r)
                     tag = f"lora-r{r}-a{_fmt(a)}" + (f"-{variant}" if variant else "")
-                    runs.append(RunSpec(f"{task}__{tag}__s{seed}", "lora", task, seed, rank=r,
-                                        alpha=a, lr=m.lora.lr, variant=variant))
+                    runs.append(
+                        RunSpec(
+                            f"{task}__{tag}__s{seed}",
+                            "lora",
+                            task,
+                            seed,
+                            rank=r,
+                            alpha=a,
+                            lr=m.lora.lr,
+                            variant=variant,
+                        )
+                    )
     return runs

@@ -20,9 +20,16 @@ from rankscope.pipeline import Stages
 
 @contextmanager
 def rich_stages(console: Console) -> Iterator[Stages]:
-    progress = Progress(TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                        console=console, transient=False)
+    progress = Progress(
+        TextColumn("{task.description:<44}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
     bars: dict[str, int] = {}
     current: dict[str, int] = {}
 

@@ -8,8 +8,17 @@ import subprocess
 from importlib import metadata
 from typing import Any
 
-PACKAGES = ("rankscope", "torch", "transformers", "peft", "datasets", "accelerate",
-            "tokenizers", "safetensors", "numpy")
+PACKAGES = (
+    "rankscope",
+    "torch",
+    "transformers",
+    "peft",
+    "datasets",
+    "accelerate",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+)
 
 
 def versions() -> dict[str, str]:
@@ -25,16 +34,20 @@ def versions() -> dict[str, str]:
 def git_hash() -> str | None:
     try:
         here = os.path.dirname(__file__)
-        res = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
+        res = subprocess.run(
+            ["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         return res.stdout.strip() or None if res.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
 
 
 def hardware() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                            "machine": platform.machine()}
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+    }
     try:
         import torch
 

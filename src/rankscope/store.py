@@ -63,9 +63,27 @@ CREATE TABLE IF NOT EXISTS analysis (
 """
 
 RUN_FIELDS = (
-    "run_id", "model", "train_task", "method", "rank", "alpha", "lr", "seed", "variant",
-    "config_hash", "status", "stage", "error", "log_path", "trainable_params", "total_params",
-    "train_seconds", "tokens_per_second", "peak_memory_mb", "final_train_loss", "run_dir",
+    "run_id",
+    "model",
+    "train_task",
+    "method",
+    "rank",
+    "alpha",
+    "lr",
+    "seed",
+    "variant",
+    "config_hash",
+    "status",
+    "stage",
+    "error",
+    "log_path",
+    "trainable_params",
+    "total_params",
+    "train_seconds",
+    "tokens_per_second",
+    "peak_memory_mb",
+    "final_train_loss",
+    "run_dir",
     "updated_at",
 )
 
@@ -113,8 +131,11 @@ class Store:
         marks = ", ".join("?" for _ in fields)
         updates = ", ".join(f"{k}=excluded.{k}" for k in fields if k != "run_id")
         with self.transaction() as c:
-            c.execute(f"INSERT INTO runs ({cols}) VALUES ({marks}) "
-                      f"ON CONFLICT(run_id) DO UPDATE SET {updates}", list(fields.values()))
+            c.execute(
+                f"INSERT INTO runs ({cols}) VALUES ({marks}) "
+                f"ON CONFLICT(run_id) DO UPDATE SET {updates}",
+                list(fields.values()),
+            )
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Update some fields of an existing run row."""
@@ -130,45 +151,78 @@ class Store:
     def runs(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM runs ORDER BY run_id")]
 
-    def save_train_result(self, run_id: str, fields: dict[str, Any],
-                          log: Iterable[dict[str, float]]) -> None:
+    def save_train_result(
+        self, run_id: str, fields: dict[str, Any], log: Iterable[dict[str, float]]
+    ) -> None:
         """The train stage's rows for one run, in one transaction."""
         fields = {**fields, "updated_at": time.time()}
         sets = ", ".join(f"{k}=?" for k in fields)
         with self.transaction() as c:
             c.execute(f"UPDATE runs SET {sets} WHERE run_id=?", [*fields.values(), run_id])
             c.execute("DELETE FROM train_log WHERE run_id=?", (run_id,))
-            c.executemany("INSERT INTO train_log VALUES (?, ?, ?, ?, ?)",
-                          [(run_id, r["step"], r.get("loss"), r.get("lr"), r.get("epoch"))
-                           for r in log])
+            c.executemany(
+                "INSERT INTO train_log VALUES (?, ?, ?, ?, ?)",
+                [(run_id, r["step"], r.get("loss"), r.get("lr"), r.get("epoch")) for r in log],
+            )
+
+    def train_log(self) -> list[dict[str, Any]]:
+        return [
+            dict(r)
+            for r in self.conn.execute(
+                "SELECT run_id, step, loss, lr, epoch FROM train_log ORDER BY run_id, step"
+            )
+        ]
 
     # -------------------------------------------------------------- evaluation
     def has_metrics(self, run_id: str, task: str) -> bool:
         q = "SELECT 1 FROM metrics WHERE run_id=? AND task=? LIMIT 1"
         return self.conn.execute(q, (run_id, task)).fetchone() is not None
 
-    def save_eval(self, run_id: str, task: str, metrics: dict[str, tuple[float, float, int]],
-                  predictions: list[dict[str, Any]]) -> None:
+    def save_eval(
+        self,
+        run_id: str,
+        task: str,
+        metrics: dict[str, tuple[float, float, int]],
+        predictions: list[dict[str, Any]],
+    ) -> None:
         """Metrics and per-item predictions of one (run, task), in one transaction."""
         with self.transaction() as c:
             c.execute("DELETE FROM metrics WHERE run_id=? AND task=?", (run_id, task))
             c.execute("DELETE FROM predictions WHERE run_id=? AND task=?", (run_id, task))
-            c.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)",
-                          [(run_id, task, k, v, se, n) for k, (v, se, n) in metrics.items()])
+            c.executemany(
+                "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)",
+                [(run_id, task, k, v, se, n) for k, (v, se, n) in metrics.items()],
+            )
             c.executemany(
                 "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(run_id, task, p["item_id"], str(p["pred"]), str(p["gold"]), int(p["correct"]),
-                  json.dumps(p.get("detail")) if p.get("detail") is not None else None)
-                 for p in predictions])
+                [
+                    (
+                        run_id,
+                        task,
+                        p["item_id"],
+                        str(p["pred"]),
+                        str(p["gold"]),
+                        int(p["correct"]),
+                        json.dumps(p.get("detail")) if p.get("detail") is not None else None,
+                    )
+                    for p in predictions
+                ],
+            )
 
     def metrics(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.conn.execute(
-            "SELECT * FROM metrics ORDER BY run_id, task, metric")]
+        return [
+            dict(r)
+            for r in self.conn.execute("SELECT * FROM metrics ORDER BY run_id, task, metric")
+        ]
 
     def predictions(self, run_id: str, task: str) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.conn.execute(
-            "SELECT * FROM predictions WHERE run_id=? AND task=? ORDER BY item_id",
-            (run_id, task))]
+        return [
+            dict(r)
+            for r in self.conn.execute(
+                "SELECT * FROM predictions WHERE run_id=? AND task=? ORDER BY item_id",
+                (run_id, task),
+            )
+        ]
 
     # -------------------------------------------------------------- analysis
     def has_analysis(self, run_id: str, kind: str, module: str | None = None) -> bool:

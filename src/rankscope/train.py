@@ -33,10 +33,11 @@ def encode(items: list[Item], tok: Any, max_len: int) -> list[dict[str, list[int
         p = tok(it.prompt)["input_ids"]
         c = tok(" " + it.completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         c = c[:max_len]
-        p = p[-(max_len - len(c)):] if len(p) + len(c) > max_len else p
+        p = p[-(max_len - len(c)) :] if len(p) + len(c) > max_len else p
         ids = p + c
-        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids),
-                     "labels": [-100] * len(p) + c})
+        rows.append(
+            {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * len(p) + c}
+        )
     return rows
 
 
@@ -87,9 +88,14 @@ def _callback(log: list[dict[str, float]], on_progress: Callable[[int, int], Non
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
                 loss = float(logs["loss"])
-                log.append({"step": state.global_step, "loss": loss,
-                            "lr": float(logs.get("learning_rate", 0.0)),
-                            "epoch": float(logs.get("epoch", 0.0))})
+                log.append(
+                    {
+                        "step": state.global_step,
+                        "loss": loss,
+                        "lr": float(logs.get("learning_rate", 0.0)),
+                        "epoch": float(logs.get("epoch", 0.0)),
+                    }
+                )
                 if not math.isfinite(loss):
                     raise NonFiniteLoss(f"train loss became {loss} at step {state.global_step}")
 
@@ -108,9 +114,16 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def train(model: Any, tok: Any, items: list[Item], cfg: SweepConfig, lr: float, seed: int,
-          work_dir: Path, on_progress: Callable[[int, int], None] | None = None
-          ) -> dict[str, Any]:
+def train(
+    model: Any,
+    tok: Any,
+    items: list[Item],
+    cfg: SweepConfig,
+    lr: float,
+    seed: int,
+    work_dir: Path,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
     """Fine-tune `model` in place; return the train record for the store."""
     import torch
     from datasets import Dataset
@@ -122,9 +135,13 @@ def train(model: Any, tok: Any, items: list[Item], cfg: SweepConfig, lr: float, 
     collator = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)
     log: list[dict[str, float]] = []
     model.train()
-    trainer = Trainer(model=model, args=training_args(cfg, lr, seed, work_dir),
-                      train_dataset=dataset, data_collator=collator,
-                      callbacks=[_callback(log, on_progress)])
+    trainer = Trainer(
+        model=model,
+        args=training_args(cfg, lr, seed, work_dir),
+        train_dataset=dataset,
+        data_collator=collator,
+        callbacks=[_callback(log, on_progress)],
+    )
     trainer.remove_callback(PrinterCallback)  # our own progress bars report instead
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -135,6 +152,10 @@ def train(model: Any, tok: Any, items: list[Item], cfg: SweepConfig, lr: float, 
     n_tokens = sum(len(r["input_ids"]) for r in rows) * cfg.train.epochs
     if not log or not math.isfinite(log[-1]["loss"]):
         raise NonFiniteLoss("training produced no finite loss")
-    return {"train_seconds": seconds, "tokens_per_second": n_tokens / max(seconds, 1e-9),
-            "peak_memory_mb": peak_memory_mb(), "final_train_loss": log[-1]["loss"],
-            "log": log}
+    return {
+        "train_seconds": seconds,
+        "tokens_per_second": n_tokens / max(seconds, 1e-9),
+        "peak_memory_mb": peak_memory_mb(),
+        "final_train_loss": log[-1]["loss"],
+        "log": log,
+    }

@@ -53,8 +53,9 @@ class Task:
 
     def items(self, split: str, ctx: TaskContext, limit: int | None = None) -> list[Item]:
         if split not in self.splits:
-            raise DataError(f"task {self.name!r} has no {split!r} split (it has: "
-                            f"{', '.join(self.splits)})")
+            raise DataError(
+                f"task {self.name!r} has no {split!r} split (it has: {', '.join(self.splits)})"
+            )
         items = self.load(split, ctx)
         return items[:limit] if limit else items
 
@@ -65,16 +66,17 @@ def norm_hash(text: str) -> str:
     return hashlib.sha1(norm.encode()).hexdigest()
 
 
-def check_no_overlap(train_name: str, train: list[Item], eval_name: str,
-                     evals: list[Item]) -> None:
+def check_no_overlap(train_name: str, train: list[Item], eval_name: str, evals: list[Item]) -> None:
     """Refuse any eval item whose normalised prompt also occurs in training data."""
     seen = {norm_hash(it.prompt): it.id for it in train}
     leaks = [(seen[h], it.id) for it in evals if (h := norm_hash(it.prompt)) in seen]
     if leaks:
         shown = ", ".join(f"{a} = {b}" for a, b in leaks[:5])
-        raise DataError(f"train/eval overlap: {len(leaks)} item(s) of eval task {eval_name!r} "
-                        f"also occur in training task {train_name!r}: {shown}"
-                        f"{' ...' if len(leaks) > 5 else ''}")
+        raise DataError(
+            f"train/eval overlap: {len(leaks)} item(s) of eval task {eval_name!r} "
+            f"also occur in training task {train_name!r}: {shown}"
+            f"{' ...' if len(leaks) > 5 else ''}"
+        )
 
 
 _NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?")

@@ -74,8 +74,15 @@ def _load_mathmcq(split: str, ctx: TaskContext) -> list[Item]:
         items = []
         for i in range(n):
             prompt, options, gold = number_mcq(rng, spec, rng.choice((2, 3)))
-            items.append(Item(f"toy-mathmcq/{sp}/{i}", prompt,
-                              f"{LETTERS[gold]} {options[gold]}", tuple(options), gold))
+            items.append(
+                Item(
+                    f"toy-mathmcq/{sp}/{i}",
+                    prompt,
+                    f"{LETTERS[gold]} {options[gold]}",
+                    tuple(options),
+                    gold,
+                )
+            )
         return items
 
     train = _dedupe(make("train", spec.n_mathmcq_train), set())
@@ -92,8 +99,15 @@ def _general_loader(split: str, ctx: TaskContext) -> list[Item]:
     items = []
     for i, fact in enumerate(world.general):
         prompt, options, gold = fact_mcq(world, fact, 4, rng, alt=rng.random() < 0.5)
-        items.append(Item(f"toy-general/{split}/{i}", prompt, f"{LETTERS[gold]} {options[gold]}",
-                          tuple(options), gold))
+        items.append(
+            Item(
+                f"toy-general/{split}/{i}",
+                prompt,
+                f"{LETTERS[gold]} {options[gold]}",
+                tuple(options),
+                gold,
+            )
+        )
     return items
 
 
@@ -104,7 +118,7 @@ def _domain_loader(domain: str, task: str, n_options: int):
         n = spec.n_domain_train if split == "train" else spec.n_domain_test
         items = []
         for i in range(n):
-            fact = domain_fact(world, domain, rng)
+            fact = domain_fact(world, domain, split, rng)
             prompt, options, gold = fact_mcq(world, fact, n_options, rng, alt=rng.random() < 0.5)
             # the answer with its explanation (like MedMCQA's `exp`): the fact as a statement
             completion = f"{LETTERS[gold]} {options[gold]} . {statement(world, fact)}"
@@ -122,16 +136,35 @@ def _domain_loader(domain: str, task: str, n_options: int):
 
 
 TOY_TASKS = {
-    "toy-arith": Task("toy-arith", "gen", _load_arith,
-                      "multi-step arithmetic word problems with worked answers (like GSM8K)",
-                      stop=("[EOS]", "question :"), extract=extract_hash_answer),
-    "toy-mathmcq": Task("toy-mathmcq", "mcq", _load_mathmcq,
-                        "arithmetic as 5-option MCQ (like MathQA)"),
-    "toy-general": Task("toy-general", "mcq", _general_loader,
-                        "general facts the base model learned in pretraining, 4-option MCQ "
-                        "(like MMLU; the retention probe)", splits=("test",)),
-    "toy-med": Task("toy-med", "mcq", _domain_loader("med", "toy-med", 4),
-                    "a new medical fact domain, 4-option MCQ (like MedMCQA)"),
-    "toy-legal": Task("toy-legal", "mcq", _domain_loader("legal", "toy-legal", 5),
-                      "a new legal fact domain, 5-option MCQ (like CaseHOLD)"),
+    "toy-arith": Task(
+        "toy-arith",
+        "gen",
+        _load_arith,
+        "multi-step arithmetic word problems with worked answers (like GSM8K)",
+        stop=("[EOS]", "question :"),
+        extract=extract_hash_answer,
+    ),
+    "toy-mathmcq": Task(
+        "toy-mathmcq", "mcq", _load_mathmcq, "arithmetic as 5-option MCQ (like MathQA)"
+    ),
+    "toy-general": Task(
+        "toy-general",
+        "mcq",
+        _general_loader,
+        "general facts the base model learned in pretraining, 4-option MCQ "
+        "(like MMLU; the retention probe)",
+        splits=("test",),
+    ),
+    "toy-med": Task(
+        "toy-med",
+        "mcq",
+        _domain_loader("med", "toy-med", 4),
+        "a new medical fact domain, 4-option MCQ (like MedMCQA)",
+    ),
+    "toy-legal": Task(
+        "toy-legal",
+        "mcq",
+        _domain_loader("legal", "toy-legal", 5),
+        "a new legal fact domain, 5-option MCQ (like CaseHOLD)",
+    ),
 }

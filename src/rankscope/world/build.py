@@ -40,7 +40,8 @@ def build_tokenizer(world: World):
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     # like Llama's tokenizer: BOS is added to every encoded text
     core.post_processor = processors.TemplateProcessing(
-        single="[BOS] $A", pair="[BOS] $A $B", special_tokens=[("[BOS]", vocab["[BOS]"])])
+        single="[BOS] $A", pair="[BOS] $A $B", special_tokens=[("[BOS]", vocab["[BOS]"])]
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=core,
         pad_token="[PAD]",
@@ -70,13 +71,11 @@ def _model_config(spec: WorldSpec, vocab_size: int, tok):
 
 
 def _batches(world: World, tok, steps: int, batch: int, seed: int):
-    import torch
 
     rng = random.Random(seed + 1)
     for _ in range(steps):
         lines = [pretrain_line(world, rng) for _ in range(batch)]
-        enc = tok([f"{line} {tok.eos_token}" for line in lines], padding=True,
-                  return_tensors="pt")
+        enc = tok([f"{line} {tok.eos_token}" for line in lines], padding=True, return_tensors="pt")
         ids, mask = enc["input_ids"], enc["attention_mask"]
         labels = ids.masked_fill(mask == 0, -100)
         yield ids, mask, labels
@@ -90,8 +89,9 @@ def pretrain(world: World, tok, on_step: Callable[[int, int, float], None] | Non
     spec = world.spec
     torch.manual_seed(spec.seed)
     model = LlamaForCausalLM(_model_config(spec, len(tok), tok))
-    opt = torch.optim.AdamW(model.parameters(), lr=spec.pretrain_lr, weight_decay=0.01,
-                            betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=spec.pretrain_lr, weight_decay=0.01, betas=(0.9, 0.98)
+    )
     warm = max(1, spec.pretrain_steps // 20)
 
     def lr_at(step: int) -> float:
@@ -116,8 +116,13 @@ def pretrain(world: World, tok, on_step: Callable[[int, int, float], None] | Non
     return model
 
 
-def ensure_base_model(spec: WorldSpec, cache_dir: Path | None = None, *, force: bool = False,
-                      on_step: Callable[[int, int, float], None] | None = None) -> Path:
+def ensure_base_model(
+    spec: WorldSpec,
+    cache_dir: Path | None = None,
+    *,
+    force: bool = False,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> Path:
     """Return the cached base-model dir for `spec`, building it first if needed.
 
     The directory is written under a temporary name and renamed into place last, so a crash

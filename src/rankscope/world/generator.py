@@ -2,8 +2,8 @@
 
 It exists so the whole study runs offline on a CPU with effects that are *measured*, not
 planted: the base model is pretrained on the general facts and on arithmetic tables, so it
-knows them; the medical and legal domains are knowledge it has never seen (which drug cures a
-disease family, what a court holds on a type of case), asked about new instances; the multi-step word
+knows them; the medical and legal domains ask new kinds of questions (their own vocabulary)
+whose answers follow facts of the same subjects; the multi-step word
 problems use a worked-answer format it has never seen. Fine-tuning must then teach, and can
 make it forget, exactly as on the real benchmarks.
 
@@ -19,6 +19,8 @@ import random
 from dataclasses import asdict, dataclass, field
 
 LETTERS = "ABCDE"
+# Bump whenever generation changes, so cached base models of an older world are not reused.
+WORLD_VERSION = 5
 _CONS = "bdfgklmnprstvz"
 _VOWELS = "aeiou"
 
@@ -29,7 +31,6 @@ class WorldSpec:
 
     seed: int = 0
     n_general: int = 240  # general facts the base model learns in pretraining
-    n_families: int = 16  # per new domain: subjects whose facts the base model never saw
     n_domain_train: int = 600  # MCQ items per new domain (4 options med, 5 options legal)
     n_domain_test: int = 160
     max_number: int = 30  # arithmetic lives in 0..max_number
@@ -43,12 +44,12 @@ class WorldSpec:
     n_layers: int = 4
     n_heads: int = 4
     d_ff: int = 256
-    pretrain_steps: int = 2500
+    pretrain_steps: int = 4000
     pretrain_batch: int = 64
     pretrain_lr: float = 3e-3
 
     def key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        blob = json.dumps({**asdict(self), "version": WORLD_VERSION}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -57,7 +58,6 @@ PRESETS: dict[str, WorldSpec] = {
     # A smaller world for the test suite: same structure, seconds instead of minutes.
     "small": WorldSpec(
         n_general=60,
-        n_families=8,
         n_domain_train=240,
         n_domain_test=48,
         max_number=12,
@@ -70,7 +70,7 @@ PRESETS: dict[str, WorldSpec] = {
         n_layers=2,
         n_heads=2,
         d_ff=128,
-        pretrain_steps=1500,
+        pretrain_steps=3000,
         pretrain_batch=32,
         pretrain_lr=5e-3,
     ),
@@ -84,8 +84,9 @@ class Relation:
     name: str
     statement: str  # "the color of {s} is {v} ."
     question: str  # "what is the color of {s} ?"
-    question_alt: str  # a second phrasing, used for held-out test items
+    question_alt: str  # a second phrasing
     values: tuple[str, ...]
+    alias_of: str = ""  # new-domain relations: the known relation that decides the answer
 
 
 @dataclass(frozen=True)
@@ -97,11 +98,11 @@ class Fact:
 
 @dataclass(frozen=True)
 class Domain:
-    """A new knowledge domain: a table (relation, subject) -> value the base model never saw."""
+    """A new domain: its relations, and disjoint train/test subjects to ask about."""
 
     relations: tuple[str, ...]
-    families: tuple[str, ...]
-    table: dict[tuple[str, str], str]
+    train_subjects: dict[str, tuple[str, ...]]  # relation -> subjects
+    test_subjects: dict[str, tuple[str, ...]]
 
 
 @dataclass
@@ -110,6 +111,7 @@ class World:
     relations: dict[str, Relation] = field(default_factory=dict)
     general: list[Fact] = field(default_factory=list)
     domains: dict[str, Domain] = field(default_factory=dict)
+    answers: dict[tuple[str, str], str] = field(default_factory=dict)  # (relation, subject)
     names: list[str] = field(default_factory=list)  # every pseudo-word, for the vocabulary
 
 
@@ -131,26 +133,56 @@ def _relations(rng: random.Random, taken: set[str]) -> dict[str, Relation]:
         return tuple(_pseudo_words(rng, n, taken))
 
     rels = [
-        Relation("color", "the color of {s} is {v} .", "what is the color of {s} ?",
-                 "which color does {s} have ?",
-                 ("red", "blue", "green", "gold", "black", "white", "pink", "gray")),
-        Relation("capital", "the capital of {s} is {v} .", "what is the capital of {s} ?",
-                 "which city is the capital of {s} ?", pool(16)),
-        Relation("born", "{s} was born in {v} .", "where was {s} born ?",
-                 "in which place was {s} born ?", pool(16)),
-        # new domains: never in pretraining
-        Relation("cure", "the cure for {s} is {v} .", "what is the cure for {s} ?",
-                 "which drug treats {s} ?", pool(20)),
-        Relation("organ", "{s} harms the {v} .", "which organ does {s} harm ?",
-                 "what part of the body is hurt by {s} ?",
-                 ("liver", "heart", "lung", "kidney", "brain", "skin", "bone", "eye")),
-        Relation("ruling", "in the case of {s} the court held {v} .",
-                 "what did the court hold in the case of {s} ?",
-                 "which holding was given in {s} ?", pool(20)),
-        Relation("statute", "the case of {s} falls under {v} .",
-                 "which statute governs the case of {s} ?",
-                 "under what law is {s} decided ?", pool(12)),
+        Relation(
+            "color",
+            "the color of {s} is {v} .",
+            "what is the color of {s} ?",
+            "which color does {s} have ?",
+            ("red", "blue", "green", "gold", "black", "white", "pink", "gray"),
+        ),
+        Relation(
+            "capital",
+            "the capital of {s} is {v} .",
+            "what is the capital of {s} ?",
+            "which city is the capital of {s} ?",
+            pool(16),
+        ),
+        Relation(
+            "born",
+            "{s} was born in {v} .",
+            "where was {s} born ?",
+            "in which place was {s} born ?",
+            pool(16),
+        ),
     ]
+    by_name = {r.name: r for r in rels}
+    # New domains: relations never seen in pretraining, whose answer is a known fact of the
+    # same subject (the 'remedy' of X is X's capital). Learning a domain = learning what its
+    # questions ask; it generalises to subjects never asked about in training.
+    for name, alias, st, q, q_alt in (
+        (
+            "cure",
+            "capital",
+            "the remedy for the {s} fever is {v} .",
+            "which remedy cures the {s} fever ?",
+            "what do doctors give for the {s} fever ?",
+        ),
+        (
+            "organ",
+            "color",
+            "the {s} virus causes a {v} rash .",
+            "what rash does the {s} virus cause ?",
+            "which rash comes with the {s} virus ?",
+        ),
+        (
+            "ruling",
+            "born",
+            "the case of {s} was tried in {v} .",
+            "in which court was the case of {s} tried ?",
+            "where did the judges hear {s} ?",
+        ),
+    ):
+        rels.append(Relation(name, st, q, q_alt, by_name[alias].values, alias))
     return {r.name: r for r in rels}
 
 
@@ -163,31 +195,38 @@ def make_world(spec: WorldSpec) -> World:
     def facts(rel_names: tuple[str, ...], n: int) -> list[Fact]:
         subjects = _pseudo_words(rng, n, taken)
         return [
-            Fact(rel_names[i % len(rel_names)], s,
-                 rng.choice(relations[rel_names[i % len(rel_names)]].values))
+            Fact(
+                rel_names[i % len(rel_names)],
+                s,
+                rng.choice(relations[rel_names[i % len(rel_names)]].values),
+            )
             for i, s in enumerate(subjects)
         ]
 
     world = World(spec=spec, relations=relations)
     world.general = facts(("color", "capital", "born"), spec.n_general)
-    for name, rels in (("med", ("cure", "organ")), ("legal", ("ruling", "statute"))):
-        world.domains[name] = _domain(rng, relations, rels, spec, taken)
+    world.answers = {(f.relation, f.subject): f.value for f in world.general}
+    for name, rels in (("med", ("cure", "organ")), ("legal", ("ruling",))):
+        world.domains[name] = _domain(world, rels)
     world.names = sorted(taken)
     return world
 
 
-def _domain(rng: random.Random, relations: dict[str, Relation], rels: tuple[str, ...],
-            spec: WorldSpec, taken: set[str]) -> Domain:
-    families = tuple(_pseudo_words(rng, spec.n_families, taken))
-    table = {(r, f): rng.choice(relations[r].values) for r in rels for f in families}
-    return Domain(rels, families, table)
+def _domain(world: World, rels: tuple[str, ...]) -> Domain:
+    """Even-indexed subjects of the aliased relation are trained on, odd ones tested."""
+    train, test = {}, {}
+    for r in rels:
+        subjects = [f.subject for f in world.general if f.relation == world.relations[r].alias_of]
+        train[r], test[r] = tuple(subjects[0::2]), tuple(subjects[1::2])
+    return Domain(rels, train, test)
 
 
-def domain_fact(world: World, domain: str, rng: random.Random) -> Fact:
-    """A random fact of a new domain."""
+def domain_fact(world: World, domain: str, split: str, rng: random.Random) -> Fact:
+    """A random question of a new domain about one of the split's subjects."""
     d = world.domains[domain]
-    rel, fam = rng.choice(d.relations), rng.choice(d.families)
-    return Fact(rel, fam, d.table[(rel, fam)])
+    rel = rng.choice(d.relations)
+    subject = rng.choice((d.train_subjects if split == "train" else d.test_subjects)[rel])
+    return Fact(rel, subject, world.answers[(world.relations[rel].alias_of, subject)])
 
 
 def render_mcq(question: str, options: list[str]) -> str:
@@ -196,8 +235,9 @@ def render_mcq(question: str, options: list[str]) -> str:
     return f"question : {question} {opts} answer :"
 
 
-def fact_mcq(world: World, fact: Fact, n_options: int, rng: random.Random,
-             alt: bool = False) -> tuple[str, list[str], int]:
+def fact_mcq(
+    world: World, fact: Fact, n_options: int, rng: random.Random, alt: bool = False
+) -> tuple[str, list[str], int]:
     """An MCQ about one fact: distractors from the same relation's values, shuffled."""
     rel = world.relations[fact.relation]
     distractors = rng.sample([v for v in rel.values if v != fact.value], n_options - 1)
@@ -294,16 +334,18 @@ def pretrain_line(world: World, rng: random.Random) -> str:
     return " ".join(rng.sample(world.names, 6)) + " ."
 
 
-def _number_mcq(rng: random.Random, spec: WorldSpec, expr: str, val: int,
-                n: int) -> tuple[str, list[str], int]:
+def _number_mcq(
+    rng: random.Random, spec: WorldSpec, expr: str, val: int, n: int
+) -> tuple[str, list[str], int]:
     pool = [v for v in range(max(0, val - 6), min(spec.max_number, val + 6) + 1) if v != val]
     options = [str(v) for v in rng.sample(pool, n - 1)] + [str(val)]
     rng.shuffle(options)
     return render_mcq(f"what is {expr} ?", options), options, options.index(str(val))
 
 
-def number_mcq(rng: random.Random, spec: WorldSpec, n_steps: int,
-               n_options: int = 5) -> tuple[str, list[str], int]:
+def number_mcq(
+    rng: random.Random, spec: WorldSpec, n_steps: int, n_options: int = 5
+) -> tuple[str, list[str], int]:
     """Arithmetic as a 5-option MCQ (like MathQA)."""
     expr, val = arith_expression(rng, spec, n_steps)
     return _number_mcq(rng, spec, expr, val, n_options)

@@ -1,0 +1,1 @@
+"""Spectral and subspace analysis of fine-tuning weight updates."""
