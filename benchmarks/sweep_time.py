@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--config", default="configs/toy.yaml")
     ap.add_argument("--set", dest="sets", action="append", default=[])
     ap.add_argument("--warm-only", action="store_true", help="skip the cold run")
+    ap.add_argument("--cold-only", action="store_true", help="skip the warm run")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -41,12 +42,15 @@ def main() -> None:
             cold = timed_run(args.config, tmp_path / "cold", cache, args.sets)
         else:
             cache = Path(os.environ.get("RANKSCOPE_CACHE", Path.home() / ".cache/rankscope"))
-        warm = timed_run(args.config, tmp_path / "warm", cache, args.sets)
+        warm = (
+            None if args.cold_only else timed_run(args.config, tmp_path / "warm", cache, args.sets)
+        )
     print(f"{'case':<34}{'wall s':>10}{'target s':>10}")
     if cold is not None:
         print(f"{'cold (builds toy base model)':<34}{cold:>10.1f}{900:>10}")
-    print(f"{'warm (base model cached)':<34}{warm:>10.1f}{600:>10}")
-    if cold is not None:
+    if warm is not None:
+        print(f"{'warm (base model cached)':<34}{warm:>10.1f}{600:>10}")
+    if cold is not None and warm is not None:
         print(f"warm/cold ratio (baseline: cold run): {warm / cold:.2f}")
 
 

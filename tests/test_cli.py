@@ -67,6 +67,30 @@ def test_malformed_yaml_via_cli_names_the_line(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
 
 
+def test_offline_hub_id_fails_fast_with_advice(tmp_path):
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rankscope.cli",
+            "run",
+            "--set",
+            "model.name=org/no-such-model",
+            "--set",
+            "tasks.train=[toy-med]",
+            "-o",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"},
+    )
+    assert res.returncode == 2, res.stderr
+    assert "local model directory" in " ".join(res.stderr.split())
+    assert not (tmp_path / "out").exists()
+
+
 def test_debug_shows_the_traceback(tmp_path):
     res = rankscope("--debug", "plan", "--set", "train.epochs=0", cwd=tmp_path)
     assert res.returncode != 0 and "Traceback" in res.stderr

@@ -38,7 +38,34 @@ def resolve_model_path(mcfg: ModelConfig) -> Path | str:
                 "Hugging Face model directory"
             )
         return path
+    if not _hub_available(mcfg.name):
+        raise ConfigError(
+            f"model.name: {mcfg.name!r} is not a local directory, not in the Hugging Face cache, "
+            "and the hub cannot be reached (offline). Point model.name at a local model "
+            "directory (config.json + weights + tokenizer), or use model.name: toy for the "
+            "embedded toy world."
+        )
     return mcfg.name
+
+
+def _hub_available(repo_id: str) -> bool:
+    """True if the model is in the local HF cache or the hub answers (fail fast offline)."""
+    import socket
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    try:
+        if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+            return True
+    except ValueError:  # not a valid repo id
+        return False
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
 
 
 def _from_pretrained_kwargs(mcfg: ModelConfig) -> dict[str, Any]:

@@ -264,6 +264,10 @@ def run_sweep(
     sweep = Sweep(cfg, stages)
     sweep.check_leaks()  # before anything is written
     runs = make_plan(cfg)
+    if cfg.model.name != "toy":  # an unloadable model fails once, before anything is written
+        from rankscope.methods import resolve_model_path
+
+        resolve_model_path(cfg.model)
     sweep.out.mkdir(parents=True, exist_ok=True)
     store = Store(sweep.out / STORE_NAME)
     outcome = SweepOutcome(sweep.out)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Callable
 
 from rankscope.tasks.base import LETTERS, Item, Task, TaskContext, extract_hash_answer
 from rankscope.world.generator import (
@@ -49,30 +50,35 @@ def _dedupe(items: list[Item], avoid: set[str]) -> list[Item]:
     return out
 
 
+def _disjoint(split: str, make: Callable[[str], list[Item]]) -> list[Item]:
+    """The train items, or the test items minus any whose prompt occurs in training."""
+    train = _dedupe(make("train"), set())
+    if split == "train":
+        return train
+    return _dedupe(make("test"), {it.prompt for it in train})
+
+
 def _load_arith(split: str, ctx: TaskContext) -> list[Item]:
     spec = _spec(ctx)
 
-    def make(sp: str, n: int) -> list[Item]:
+    def make(sp: str) -> list[Item]:
         rng = _rng(spec, "toy-arith", sp)
         items = []
-        for i in range(n):
+        for i in range(spec.n_arith_train if sp == "train" else spec.n_arith_test):
             prompt, completion, value = arith_problem(rng, spec, rng.choice((2, 3)))
             items.append(Item(f"toy-arith/{sp}/{i}", prompt, completion, answer=str(value)))
         return items
 
-    train = _dedupe(make("train", spec.n_arith_train), set())
-    if split == "train":
-        return train
-    return _dedupe(make("test", spec.n_arith_test), {it.prompt for it in train})
+    return _disjoint(split, make)
 
 
 def _load_mathmcq(split: str, ctx: TaskContext) -> list[Item]:
     spec = _spec(ctx)
 
-    def make(sp: str, n: int) -> list[Item]:
+    def make(sp: str) -> list[Item]:
         rng = _rng(spec, "toy-mathmcq", sp)
         items = []
-        for i in range(n):
+        for i in range(spec.n_mathmcq_train if sp == "train" else spec.n_mathmcq_test):
             prompt, options, gold = number_mcq(rng, spec, rng.choice((2, 3)))
             items.append(
                 Item(
@@ -85,10 +91,7 @@ def _load_mathmcq(split: str, ctx: TaskContext) -> list[Item]:
             )
         return items
 
-    train = _dedupe(make("train", spec.n_mathmcq_train), set())
-    if split == "train":
-        return train
-    return _dedupe(make("test", spec.n_mathmcq_test), {it.prompt for it in train})
+    return _disjoint(split, make)
 
 
 def _general_loader(split: str, ctx: TaskContext) -> list[Item]:
@@ -127,10 +130,7 @@ def _domain_loader(domain: str, task: str, n_options: int):
 
     def load(split: str, ctx: TaskContext) -> list[Item]:
         spec = _spec(ctx)
-        train = _dedupe(make("train", spec), set())
-        if split == "train":
-            return train
-        return _dedupe(make("test", spec), {it.prompt for it in train})
+        return _disjoint(split, lambda sp: make(sp, spec))
 
     return load
 
