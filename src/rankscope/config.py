@@ -9,6 +9,7 @@ sweep (`configs/toy.yaml`) overrides only what a 3M-parameter model needs.
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -461,11 +462,5 @@ def config_reference(cls: type = SweepConfig, prefix: str = "") -> list[tuple[st
         if dataclasses.is_dataclass(value):
             rows += config_reference(type(value), f"{prefix}{f.name}.")
         else:
-            rows.append((f"{prefix}{f.name}", json_default(value), docs.get(f.name, "")))
+            rows.append((f"{prefix}{f.name}", json.dumps(value), docs.get(f.name, "")))
     return rows
-
-
-def json_default(value: Any) -> str:
-    import json
-
-    return json.dumps(value)

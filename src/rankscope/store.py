@@ -88,6 +88,12 @@ RUN_FIELDS = (
 )
 
 
+def _update_run(conn: sqlite3.Connection, run_id: str, fields: dict[str, Any]) -> None:
+    fields = {**fields, "updated_at": time.time()}
+    sets = ", ".join(f"{k}=?" for k in fields)
+    conn.execute(f"UPDATE runs SET {sets} WHERE run_id=?", [*fields.values(), run_id])
+
+
 class Store:
     """Thin typed access to the sweep's SQLite file."""
 
@@ -139,10 +145,8 @@ class Store:
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Update some fields of an existing run row."""
-        fields["updated_at"] = time.time()
-        sets = ", ".join(f"{k}=?" for k in fields)
         with self.transaction() as c:
-            c.execute(f"UPDATE runs SET {sets} WHERE run_id=?", [*fields.values(), run_id])
+            _update_run(c, run_id, fields)
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
@@ -155,10 +159,8 @@ class Store:
         self, run_id: str, fields: dict[str, Any], log: Iterable[dict[str, float]]
     ) -> None:
         """The train stage's rows for one run, in one transaction."""
-        fields = {**fields, "updated_at": time.time()}
-        sets = ", ".join(f"{k}=?" for k in fields)
         with self.transaction() as c:
-            c.execute(f"UPDATE runs SET {sets} WHERE run_id=?", [*fields.values(), run_id])
+            _update_run(c, run_id, fields)
             c.execute("DELETE FROM train_log WHERE run_id=?", (run_id,))
             c.executemany(
                 "INSERT INTO train_log VALUES (?, ?, ?, ?, ?)",
