@@ -61,6 +61,31 @@ class TasksConfig:
 
 
 @dataclass
+class DataConfig:
+    source: str = "hub"
+    """Where real benchmarks come from: hub (datasets.load_dataset) | files (local copies)."""
+    dir: str | None = None
+    """Root of local benchmark files (layout: gsm8k/, mmlu/, medmcqa/, mathqa/, legalmcq/)."""
+    on_bad_row: str = "stop"
+    """A malformed data row: stop (error naming file:line) | skip (skip it, report a count)."""
+    shots: int = 0
+    """Few-shot examples from the dev split prepended to every eval prompt (0 = zero-shot)."""
+    chat_template: bool = False
+    """Wrap prompts in the tokenizer's chat template (instruct models)."""
+    mmlu_subjects: list[str] = field(default_factory=list)
+    """MMLU subjects or categories (stem, humanities, social_sciences, other) to evaluate on;
+    empty = all subjects no training task uses."""
+    mmlu_train_subjects: list[str] = field(default_factory=list)
+    """MMLU subjects or categories to train on when mmlu is a training task (must not
+    overlap the evaluated subjects)."""
+    mathqa_target: str = "rationale"
+    """MathQA training completion: rationale (worked rationale + letter) | letter."""
+    holdout_fraction: float = 0.2
+    """When only one labelled split exists on disk, this fraction (by a stable hash of the
+    item) is the test split and the rest the train split."""
+
+
+@dataclass
 class FullConfig:
     enabled: bool = True
     """Include full fine-tuning (all weights trainable)."""
@@ -122,6 +147,12 @@ class TrainConfig:
     """auto (bf16 where supported, else fp32) | fp32 | bf16 | fp16."""
     logging_steps: int = 5
     """Log the train loss every N optimizer steps."""
+    save_steps: int = 50
+    """Save a resumable Trainer checkpoint every N optimizer steps (0 = never)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, ~30% slower)."""
+    oom_retry: bool = True
+    """On out-of-memory, retry once with half the micro-batch and twice the grad-accum."""
 
 
 @dataclass
@@ -130,6 +161,8 @@ class EvalConfig:
     """Items per forward pass."""
     max_new_tokens: int = 96
     """Generation budget for generative tasks."""
+    acc_norm: bool = True
+    """Also score MCQ by each option text's log-likelihood per character (acc_norm)."""
 
 
 @dataclass
@@ -157,7 +190,25 @@ class AnalysisConfig:
 @dataclass
 class ExecutorConfig:
     kind: str = "local"
-    """Where runs execute: local."""
+    """Where runs execute: local | slurm | ray."""
+    gpus_per_run: int = 1
+    """GPUs per run (local with several GPUs, slurm, ray); 0 on CPU-only machines."""
+    cpus_per_run: int = 1
+    """CPU cores per run (slurm, ray)."""
+    max_retries: int = 2
+    """Times a lost or preempted run is retried from its last checkpoint (slurm, ray)."""
+    accelerate_config: str | None = None
+    """accelerate config file (DDP/FSDP/DeepSpeed) for runs that span several GPUs."""
+    address: str | None = None
+    """Ray: address of an existing cluster ('auto', 'ray://host:10001'); None = local Ray."""
+    slurm_partition: str | None = None
+    """Slurm partition."""
+    slurm_time_min: int = 240
+    """Slurm time limit per run, in minutes (a timed-out run is requeued and resumes)."""
+    slurm_array_parallelism: int = 16
+    """Most array tasks of the sweep running at once."""
+    slurm_cluster: str | None = None
+    """submitit cluster: None = auto (slurm when available), 'local' or 'debug' to test."""
 
 
 @dataclass
@@ -170,6 +221,7 @@ class SweepConfig:
     """One run per seed for every (task, method)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     methods: MethodsConfig = field(default_factory=MethodsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -423,9 +475,30 @@ def validate(cfg: SweepConfig) -> None:
         a.probe_items >= 1 and a.ablate_top >= 0 and a.ablation_items >= 1,
         "analysis.probe_items/ablation_items must be >= 1 and analysis.ablate_top >= 0",
     )
+    d = cfg.data
+    for key, val, options in (
+        ("source", d.source, ("hub", "files")),
+        ("on_bad_row", d.on_bad_row, ("stop", "skip")),
+        ("mathqa_target", d.mathqa_target, ("rationale", "letter")),
+    ):
+        _check(
+            val in options,
+            f"data.{key}: {val!r} is not one of {', '.join(options)}{did_you_mean(val, options)}",
+        )
+    _check(d.shots >= 0, f"data.shots: must be >= 0, got {d.shots}")
+    _check(0 < d.holdout_fraction < 1, "data.holdout_fraction: must be in (0, 1)")
+    _check(t.save_steps >= 0, f"train.save_steps: must be >= 0, got {t.save_steps}")
+    e = cfg.executor
+    kinds = ("local", "slurm", "ray")
     _check(
-        cfg.executor.kind in ("local",), f"executor.kind: {cfg.executor.kind!r} is not one of local"
+        e.kind in kinds,
+        f"executor.kind: {e.kind!r} is not one of {', '.join(kinds)}{did_you_mean(e.kind, kinds)}",
     )
+    _check(e.gpus_per_run >= 0, "executor.gpus_per_run: must be >= 0")
+    _check(e.cpus_per_run >= 1, "executor.cpus_per_run: must be >= 1")
+    _check(e.max_retries >= 0, "executor.max_retries: must be >= 0")
+    _check(e.slurm_time_min >= 1, "executor.slurm_time_min: must be >= 1")
+    _check(e.slurm_array_parallelism >= 1, "executor.slurm_array_parallelism: must be >= 1")
 
 
 def dump_yaml(data: dict[str, Any]) -> str:

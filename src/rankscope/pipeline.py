@@ -35,7 +35,11 @@ def write_atomic(path: Path, text: str) -> None:
 def task_context(cfg: SweepConfig) -> TaskContext:
     from rankscope.world.generator import spec_for
 
-    return TaskContext(world_spec=spec_for(cfg.model.world, cfg.model.world_seed))
+    return TaskContext(
+        world_spec=spec_for(cfg.model.world, cfg.model.world_seed),
+        data=cfg.data,
+        train_tasks=tuple(cfg.tasks.train),
+    )
 
 
 @dataclass

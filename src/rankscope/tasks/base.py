@@ -27,14 +27,19 @@ class Item:
     """MCQ: index of the correct option."""
     answer: str = ""
     """Generative: the gold final answer (normalised number as text)."""
+    group: str = ""
+    """Sub-group for per-group scores (an MMLU subject); empty = none."""
 
 
 @dataclass
 class TaskContext:
-    """What a loader may need: the toy world spec, data locations, caps."""
+    """What a loader may need: the toy world spec, the data config, the sweep's tasks."""
 
     world_spec: Any = None
-    data_dir: str | None = None
+    data: Any = None
+    """The sweep's `DataConfig` (source, dir, on_bad_row, shots, subjects ...)."""
+    train_tasks: tuple[str, ...] = ()
+    """Every training task of the sweep (a task may pick its eval subset from this)."""
     options: dict[str, Any] = field(default_factory=dict)
 
 
