@@ -81,8 +81,20 @@ def run(
 
 
 @app.command()
-def plan(config: ConfigArg = None, set_: SetOpt = None, output_dir: OutOpt = None):
-    """Show the grid: which runs exist, which are done, which are pending."""
+def plan(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    output_dir: OutOpt = None,
+    peak_tflops: Annotated[
+        float, typer.Option(help="GPU peak dense TFLOP/s for the estimate (H100 bf16: 989)")
+    ] = 989.0,
+    mfu: Annotated[float, typer.Option(help="Assumed model-FLOPs utilisation")] = 0.35,
+    costs: Annotated[
+        bool, typer.Option(help="Trainable parameters and GPU-hours (builds a meta model)")
+    ] = True,
+):
+    """Show the grid: which runs exist, which are done, which are pending, and their cost."""
+    from rankscope.estimate import human
     from rankscope.plan import make_plan
     from rankscope.store import Store
 
@@ -98,10 +110,14 @@ def plan(config: ConfigArg = None, set_: SetOpt = None, output_dir: OutOpt = Non
         store.close()
     table = Table(title=f"sweep {cfg.name}: {len(runs)} runs x {len(cfg.tasks.eval)} eval tasks")
     table.add_column("run id", no_wrap=True, min_width=max(len(r.run_id) for r in runs))
-    for col in ("method", "train task", "rank", "alpha", "lr", "seed", "status"):
-        table.add_column(col)
+    est = _estimate(cfg, runs, peak_tflops, mfu) if costs else {}
+    cols = ["method", "train task", "rank", "alpha", "lr", "seed", "status"]
+    cols += ["trainable", "GPU-h (est.)"] if est else []
+    for col in cols:
+        right = col.startswith(("trainable", "GPU"))
+        table.add_column(col, justify="right" if right else "left", no_wrap=True)
     for r in runs:
-        table.add_row(
+        row = [
             r.run_id,
             r.method,
             r.train_task or "-",
@@ -110,8 +126,33 @@ def plan(config: ConfigArg = None, set_: SetOpt = None, output_dir: OutOpt = Non
             f"{r.lr:g}" if r.lr else "-",
             str(r.seed),
             statuses.get(r.run_id, "pending"),
+        ]
+        if est:
+            c = est[r.run_id]
+            row += [
+                f"{human(c.trainable)} ({100 * c.trainable / c.total:.3g}%)",
+                f"{c.gpu_hours:.3g}",
+            ]
+        table.add_row(*row)
+    out = Console(width=max(170, Console().width))
+    out.print(table)
+    if est:
+        total = sum(c.gpu_hours for c in est.values())
+        out.print(
+            f"estimated total: {total:.3g} GPU-hours at {peak_tflops:g} TFLOP/s x {mfu:g} MFU "
+            "(6N FLOPs/token full SFT, 4N LoRA, 2N eval; a planning figure, not a measurement)"
         )
-    Console(width=max(120, Console().width)).print(table)
+
+
+def _estimate(cfg, runs, peak_tflops: float, mfu: float) -> dict:
+    """Costs per run, or {} with a note when the model's config cannot be found offline."""
+    from rankscope.estimate import sweep_costs
+
+    try:
+        return sweep_costs(cfg, runs, peak_tflops, mfu)
+    except RankscopeError as e:
+        console.print(f"[yellow]no cost estimate:[/yellow] {e}")
+        return {}
 
 
 @app.command()

@@ -450,11 +450,13 @@ def validate(cfg: SweepConfig) -> None:
         cfg.tasks.retention in cfg.tasks.eval,
         f"tasks.retention: {cfg.tasks.retention!r} must also be listed in tasks.eval",
     )
+    # MMLU may be both: trained on some subjects, retention measured on the others.
+    split_mmlu = cfg.tasks.retention == "mmlu" and bool(cfg.data.mmlu_train_subjects)
     _check(
-        cfg.tasks.retention not in cfg.tasks.train,
+        cfg.tasks.retention not in cfg.tasks.train or split_mmlu,
         f"tasks.retention: "
         f"{cfg.tasks.retention!r} is also a training task; retention is measured on a task "
-        "no run trains on",
+        "no run trains on (for mmlu: name the trained subjects in data.mmlu_train_subjects)",
     )
     for key in ("max_train_items", "max_eval_items"):
         val = getattr(cfg.tasks, key)

@@ -117,19 +117,18 @@ def _prepare_full(model: Any, run: RunSpec, cfg: SweepConfig) -> Any:
     return model
 
 
-def lora_config(run: RunSpec, cfg: SweepConfig) -> Any:
+def lora_config(run: RunSpec, cfg: SweepConfig, model_type: str = "llama") -> Any:
     from peft import LoraConfig
 
+    from rankscope.targets import resolve_targets
+
     lc = cfg.methods.lora
-    targets: Any = lc.target_modules
-    if targets == ["all-linear"]:
-        targets = "all-linear"
     init: Any = {"default": True, "gaussian": "gaussian", "pissa": "pissa"}[lc.init]
     return LoraConfig(
         r=run.rank,
         lora_alpha=run.alpha,
         lora_dropout=lc.dropout,
-        target_modules=targets,
+        target_modules=resolve_targets(model_type, lc.target_modules),
         use_rslora=lc.use_rslora,
         use_dora=lc.use_dora,
         init_lora_weights=init,
@@ -138,45 +137,14 @@ def lora_config(run: RunSpec, cfg: SweepConfig) -> Any:
     )
 
 
-def check_lora_fits(model: Any, run: RunSpec, cfg: SweepConfig) -> None:
-    """Refuse target modules that match nothing, and ranks above a layer's min(d_in, d_out)."""
-    import torch
-
-    names = cfg.methods.lora.target_modules
-    if names == ["all-linear"]:
-        return
-    hits = [
-        (n, m)
-        for n, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in names
-    ]
-    found = {n.rsplit(".", 1)[-1] for n, _ in hits}
-    missing = [t for t in names if t not in found]
-    if missing:
-        linear = sorted(
-            {
-                n.rsplit(".", 1)[-1]
-                for n, m in model.named_modules()
-                if isinstance(m, torch.nn.Linear)
-            }
-        )
-        raise ConfigError(
-            f"methods.lora.target_modules: {missing} match no linear layer of "
-            f"the model; its linear layers are: {', '.join(linear)}"
-        )
-    limit = min(min(m.in_features, m.out_features) for _, m in hits)
-    if run.rank is not None and run.rank > limit:
-        raise ConfigError(
-            f"methods.lora.ranks: rank {run.rank} exceeds the smallest target "
-            f"layer's min(d_in, d_out) = {limit}"
-        )
-
-
 def _prepare_lora(model: Any, run: RunSpec, cfg: SweepConfig) -> Any:
     from peft import get_peft_model
 
-    check_lora_fits(model, run, cfg)
-    return get_peft_model(model, lora_config(run, cfg))
+    from rankscope.targets import check_targets, resolve_targets
+
+    model_type = getattr(model.config, "model_type", "")
+    check_targets(model, resolve_targets(model_type, cfg.methods.lora.target_modules), [run.rank])
+    return get_peft_model(model, lora_config(run, cfg, model_type))
 
 
 # ------------------------------------------------------------------ save / load

@@ -116,6 +116,13 @@ def pretrain(world: World, tok, on_step: Callable[[int, int, float], None] | Non
     return model
 
 
+def toy_model_config(spec: WorldSpec):
+    """The base model's config without building (or pretraining) anything."""
+    world = make_world(spec)
+    tok = build_tokenizer(world)
+    return _model_config(spec, len(tok), tok)
+
+
 def ensure_base_model(
     spec: WorldSpec,
     cache_dir: Path | None = None,
