@@ -1,20 +1,32 @@
 """Evaluate a model on a task: MCQ by answer-letter log-likelihood, generation by greedy decoding.
 
-MCQ: one forward pass per question scores every letter (the letters are single tokens after
-the prompt), batches sorted by length. Generation: greedy, stop sequences, strict (`#### N`)
-and flexible (last number) extraction. Per-item predictions are returned for paired tests.
+MCQ `acc`: one forward pass per question scores every letter (the letters are single tokens
+after the prompt), batches sorted by length. MCQ `acc_norm` (on request): the summed
+log-likelihood of each option text as a continuation of the prompt, divided by its length in
+characters, one forward pass per (question, option). Generation: greedy, stop strings,
+strict (`#### N`) and flexible (last number) extraction. Items with a `group` (an MMLU
+subject) also get per-group scores. Per-item predictions are returned for paired tests.
+
+Tokenisation, continuation splitting and padding follow lm-evaluation-harness 0.4.13's HFLM,
+so both give the same per-item predictions (tests/test_lm_eval_agreement.py proves it).
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
+from rankscope.prompting import encode, render_prompt
 from rankscope.tasks import Item, Task
 from rankscope.tasks.base import LETTERS
 
 Progress = Callable[[int], None] | None
+Metrics = dict[str, tuple[float, float, int]]
+Seq = tuple[int, list[int], int]
+"""(key, input token ids, number of scored positions at the end of the input)."""
 
 
 def mean_stderr(xs: list[float]) -> tuple[float, float]:
@@ -40,10 +52,11 @@ def letter_ids(tok: Any, n: int) -> list[int]:
     return ids
 
 
-def _batches(items: list[Item], tok: Any, batch_size: int) -> list[list[tuple[int, list[int]]]]:
-    encoded = [(i, tok(it.prompt)["input_ids"]) for i, it in enumerate(items)]
-    encoded.sort(key=lambda x: -len(x[1]))  # longest first: OOM shows at once, less padding
-    return [encoded[i : i + batch_size] for i in range(0, len(encoded), batch_size)]
+def _batches(seqs: list[Seq], batch_size: int) -> list[list[Seq]]:
+    # Longest first (OOM shows at once, less padding); ties by token ids, as lm-eval orders
+    # its requests, so both batch the same sequences together.
+    ordered = sorted(seqs, key=lambda s: (-len(s[1]), s[1]))
+    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
 
 
 def _pad(seqs: list[list[int]], pad_id: int, left: bool):
@@ -59,49 +72,158 @@ def _pad(seqs: list[list[int]], pad_id: int, left: bool):
     return ids, mask
 
 
+def _tail_logprobs(model: Any, tok: Any, batch: list[Seq]):
+    """Log-softmax over the vocabulary at each sequence's last `k` input positions.
+
+    Right padding, as lm-eval: a causal model's real tokens never see the padding after them,
+    so the scores do not depend on the batch. Only the needed positions are normalised
+    (lm-eval normalises the whole [batch, length, vocab] tensor). Returns (log-probs of shape
+    [sum k, vocab], the row offset of each sequence in it)."""
+    import torch
+
+    ids, mask = _pad([s for _, s, _ in batch], tok.pad_token_id, left=False)
+    rows = torch.cat([torch.full((k,), r) for r, (_, _, k) in enumerate(batch)])
+    cols = torch.cat([torch.arange(len(s) - k, len(s)) for _, s, k in batch])
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    logp = torch.log_softmax(logits[rows.to(device), cols.to(device)].float(), -1)
+    offsets = [0]
+    for _, _, k in batch:
+        offsets.append(offsets[-1] + k)
+    return logp, offsets
+
+
 def score_mcq(
     model: Any, tok: Any, items: list[Item], batch_size: int, progress: Progress = None
 ) -> list[list[float]]:
-    """Per item, the log-probability of each option's letter after the prompt."""
-    import torch
+    """Per item, the log-probability of each option's letter after the prompt.
 
+    One forward per question serves all its letters: each is one token right after the
+    prompt, so they share the prompt's last position (lm-eval reaches the same by caching
+    one-token continuations). Prompts must not end in whitespace (lm-eval would move it
+    into the continuation)."""
     n_opt = max(len(it.choices) for it in items)
-    lids = torch.tensor(letter_ids(tok, n_opt))
-    device = next(model.parameters()).device
+    lids = letter_ids(tok, n_opt)
+    prompts = encode(tok, [it.prompt for it in items])
     out: list[list[float]] = [[] for _ in items]
-    for batch in _batches(items, tok, batch_size):
-        ids, mask = _pad([s for _, s in batch], tok.pad_token_id, left=False)
-        with torch.no_grad():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        last = mask.sum(1) - 1
-        logp = torch.log_softmax(logits[torch.arange(len(batch)), last.to(device)].float(), -1)
-        for row, (i, _) in enumerate(batch):
-            k = len(items[i].choices)
-            out[i] = logp[row, lids[:k].to(device)].tolist()
+    for batch in _batches([(i, p, 1) for i, p in enumerate(prompts)], batch_size):
+        logp, _ = _tail_logprobs(model, tok, batch)
+        for row, (i, _, _) in enumerate(batch):
+            out[i] = logp[row, lids[: len(items[i].choices)]].tolist()
         if progress:
             progress(len(batch))
     return out
 
 
-def eval_mcq(
+def _option_seqs(tok: Any, items: list[Item]) -> tuple[list[Seq], list[list[int]]]:
+    """One scored sequence per (item, option), split into context and continuation as
+    lm-eval's `_encode_pair` does: encode prompt and prompt + ' ' + option, and take the
+    continuation as the whole's tokens after the prompt's token count. The model input is
+    the whole minus its last token; the last len(continuation) positions are scored."""
+    pairs = [(i, j) for i, it in enumerate(items) for j in range(len(it.choices))]
+    ctxs = encode(tok, [it.prompt for it in items])
+    wholes = encode(tok, [items[i].prompt + " " + items[i].choices[j] for i, j in pairs])
+    seqs, conts = [], []
+    for key, ((i, _), whole) in enumerate(zip(pairs, wholes, strict=True)):
+        cont = whole[len(ctxs[i]) :]
+        seqs.append((key, whole[:-1], len(cont)))
+        conts.append(cont)
+    return seqs, conts
+
+
+def score_options(
     model: Any, tok: Any, items: list[Item], batch_size: int, progress: Progress = None
-) -> tuple[dict[str, tuple[float, float, int]], list[dict]]:
-    scores = score_mcq(model, tok, items, batch_size, progress)
-    preds, correct = [], []
-    for it, s in zip(items, scores, strict=True):
-        p = max(range(len(s)), key=s.__getitem__)
-        correct.append(float(p == it.gold))
-        preds.append(
-            {
-                "item_id": it.id,
-                "pred": LETTERS[p],
-                "gold": LETTERS[it.gold],
-                "correct": p == it.gold,
-                "detail": {"logprobs": [round(x, 5) for x in s]},
-            }
-        )
-    acc, se = mean_stderr(correct)
-    return {"acc": (acc, se, len(items))}, preds
+) -> list[list[float]]:
+    """Per item, the summed log-likelihood of each option text (after a space) given the
+    prompt: one forward per (item, option), `batch_size` sequences per batch."""
+    import torch
+
+    seqs, conts = _option_seqs(tok, items)
+    owner = [i for i, it in enumerate(items) for _ in it.choices]
+    slot = [j for it in items for j in range(len(it.choices))]
+    left = [len(it.choices) for it in items]  # options still to score, for progress
+    out: list[list[float]] = [[0.0] * len(it.choices) for it in items]
+    for batch in _batches(seqs, batch_size):
+        logp, offsets = _tail_logprobs(model, tok, batch)
+        targets = torch.tensor([t for key, _, _ in batch for t in conts[key]], device=logp.device)
+        tok_lp = logp.gather(1, targets[:, None])[:, 0].tolist()
+        done = 0
+        for row, (key, _, _) in enumerate(batch):
+            out[owner[key]][slot[key]] = sum(tok_lp[offsets[row] : offsets[row + 1]])
+            left[owner[key]] -= 1
+            done += left[owner[key]] == 0
+        if progress and done:
+            progress(done)
+    return out
+
+
+def argmax(xs: list[float]) -> int:
+    """Index of the largest value; the first on ties (as numpy.argmax in lm-eval)."""
+    return max(range(len(xs)), key=xs.__getitem__)
+
+
+def norm_by_chars(lls: list[float], choices: tuple[str, ...]) -> list[float]:
+    """lm-eval's acc_norm scores: log-likelihood / characters of the option text. An empty
+    option counts as one character (lm-eval would divide by zero)."""
+    return [ll / max(len(c), 1) for ll, c in zip(lls, choices, strict=True)]
+
+
+def group_metrics(items: list[Item], name: str, values: list[float]) -> Metrics:
+    """`<name>|<group>` (mean, stderr, n) per group of the items that have one.
+
+    The task-level metric stays the micro average over all items; for MMLU that equals
+    lm-eval's group score, which weights each subject by its size."""
+    by_group: dict[str, list[float]] = defaultdict(list)
+    for it, v in zip(items, values, strict=True):
+        if it.group:
+            by_group[it.group].append(v)
+    return {f"{name}|{g}": (*mean_stderr(vs), len(vs)) for g, vs in sorted(by_group.items())}
+
+
+def _metric(items: list[Item], name: str, correct: list[float]) -> Metrics:
+    return {name: (*mean_stderr(correct), len(items)), **group_metrics(items, name, correct)}
+
+
+def eval_mcq(
+    model: Any,
+    tok: Any,
+    items: list[Item],
+    batch_size: int,
+    progress: Progress = None,
+    *,
+    acc_norm: bool = False,
+) -> tuple[Metrics, list[dict]]:
+    """`acc` by answer letter (and `acc_norm` by option text when asked), overall and per
+    group, with per-item predictions."""
+    letter_progress = None if acc_norm else progress  # acc_norm's pass is the long one
+    scores = score_mcq(model, tok, items, batch_size, letter_progress)
+    preds = [_mcq_pred(it, s) for it, s in zip(items, scores, strict=True)]
+    metrics = _metric(items, "acc", [float(p["correct"]) for p in preds])
+    if acc_norm:
+        lls = score_options(model, tok, items, batch_size, progress)
+        norm_ok = []
+        for it, p, ll in zip(items, preds, lls, strict=True):
+            k = argmax(norm_by_chars(ll, it.choices))
+            norm_ok.append(float(k == it.gold))
+            p["detail"].update(
+                option_logprobs=[round(x, 5) for x in ll],
+                pred_norm=LETTERS[k],
+                correct_norm=k == it.gold,
+            )
+        metrics.update(_metric(items, "acc_norm", norm_ok))
+    return metrics, preds
+
+
+def _mcq_pred(it: Item, letter_lps: list[float]) -> dict:
+    p = argmax(letter_lps)
+    return {
+        "item_id": it.id,
+        "pred": LETTERS[p],
+        "gold": LETTERS[it.gold],
+        "correct": p == it.gold,
+        "detail": {"logprobs": [round(x, 5) for x in letter_lps]},
+    }
 
 
 def _truncate(text: str, stops: tuple[str, ...]) -> str:
@@ -113,6 +235,22 @@ def _truncate(text: str, stops: tuple[str, ...]) -> str:
     return text[:cut]
 
 
+def _stop_criteria(tok: Any, stops: tuple[str, ...], start: int):
+    """Per row: done once its generated text (never the prompt) contains a stop string, as
+    lm-eval's stop criterion; a finished row is then padded, the others go on."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Stops(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            import torch
+
+            texts = tok.batch_decode(input_ids[:, start:], skip_special_tokens=False)
+            done = [any(s in t for s in stops) for t in texts]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_Stops()]) if stops else None
+
+
 def generate(
     model: Any,
     tok: Any,
@@ -122,13 +260,15 @@ def generate(
     stops: tuple[str, ...],
     progress: Progress = None,
 ) -> list[str]:
-    """Greedy continuations, cut at the first stop sequence."""
+    """Greedy continuations, cut at the first stop string (the text before it is unchanged
+    by stopping early). Decoding skips special tokens after cutting at EOS, as lm-eval."""
     import torch
 
     device = next(model.parameters()).device
     out: list[str] = ["" for _ in items]
-    for batch in _batches(items, tok, batch_size):
-        ids, mask = _pad([s for _, s in batch], tok.pad_token_id, left=True)
+    prompts = encode(tok, [it.prompt for it in items])
+    for batch in _batches([(i, p, 0) for i, p in enumerate(prompts)], batch_size):
+        ids, mask = _pad([s for _, s, _ in batch], tok.pad_token_id, left=True)
         with torch.no_grad():
             gen = model.generate(
                 input_ids=ids.to(device),
@@ -137,10 +277,13 @@ def generate(
                 do_sample=False,
                 pad_token_id=tok.pad_token_id,
                 eos_token_id=tok.eos_token_id,
+                stopping_criteria=_stop_criteria(tok, stops, ids.shape[1]),
             )
-        for row, (i, _) in enumerate(batch):
-            text = tok.decode(gen[row, ids.shape[1] :], skip_special_tokens=False)
-            out[i] = _truncate(text, stops + (tok.eos_token, tok.pad_token)).strip()
+        for row, (i, _, _) in enumerate(batch):
+            new = gen[row, ids.shape[1] :].tolist()
+            if tok.eos_token_id in new:
+                new = new[: new.index(tok.eos_token_id)]
+            out[i] = _truncate(tok.decode(new, skip_special_tokens=True), stops).strip()
         if progress:
             progress(len(batch))
     return out
@@ -154,7 +297,7 @@ def eval_gen(
     batch_size: int,
     max_new_tokens: int,
     progress: Progress = None,
-):
+) -> tuple[Metrics, list[dict]]:
     texts = generate(model, tok, items, batch_size, max_new_tokens, task.stop, progress)
     strict, flex, preds = [], [], []
     for it, text in zip(items, texts, strict=True):
@@ -168,11 +311,10 @@ def eval_gen(
                 "pred": ext["strict"],
                 "gold": it.answer,
                 "correct": ok_s,
-                "detail": {"text": text, "flexible": ext["flexible"]},
+                "detail": {"text": text, "flexible": ext["flexible"], "correct_flexible": ok_f},
             }
         )
-    (ms, ss), (mf, sf) = mean_stderr(strict), mean_stderr(flex)
-    return {"em_strict": (ms, ss, len(items)), "em_flexible": (mf, sf, len(items))}, preds
+    return {**_metric(items, "em_strict", strict), **_metric(items, "em_flexible", flex)}, preds
 
 
 def evaluate(
@@ -183,8 +325,16 @@ def evaluate(
     batch_size: int,
     max_new_tokens: int,
     progress: Progress = None,
-):
-    """(metrics {name: (value, stderr, n)}, per-item predictions) of one model on one task."""
+    *,
+    acc_norm: bool = False,
+    chat: bool = False,
+) -> tuple[Metrics, list[dict]]:
+    """(metrics {name: (value, stderr, n)}, per-item predictions) of one model on one task.
+
+    `acc_norm` adds option-text scoring to MCQ tasks whose items have option texts; `chat`
+    wraps every prompt in the tokenizer's chat template (as training must, see prompting)."""
+    if chat:
+        items = [replace(it, prompt=render_prompt(tok, it.prompt, True)) for it in items]
     if task.kind == "mcq":
-        return eval_mcq(model, tok, items, batch_size, progress)
+        return eval_mcq(model, tok, items, batch_size, progress, acc_norm=acc_norm)
     return eval_gen(model, tok, task, items, batch_size, max_new_tokens, progress)
