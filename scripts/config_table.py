@@ -5,7 +5,11 @@ from pathlib import Path
 
 from rankscope.config import config_reference
 
-readme = Path(__file__).resolve().parents[1] / "README.md"
+import sys
+
+readme = (
+    Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "README.md"
+)
 text = readme.read_text()
 rows = "\n".join(f"| `{k}` | `{d}` | {m.replace('|', '/')} |" for k, d, m in config_reference())
 table = f"| key | default | meaning |\n|---|---|---|\n{rows}\n"

@@ -27,7 +27,10 @@ DEFAULT_CONFIG = PACKAGED_CONFIGS / "toy.yaml"
 @dataclass
 class ModelConfig:
     name: str = "toy"
-    """'toy' = the embedded toy world's base model; else a hub id or a local model dir."""
+    """'toy' = the embedded toy world's base model; 'tiny-real' = a tiny BPE Llama built from
+    model.build_from's benchmark files (CPU pipeline checks); else a hub id or a local dir."""
+    build_from: str | None = None
+    """For tiny-real: folder of benchmark files (layout of data.dir) to pretrain it on."""
     world: str = "default"
     """Toy world preset ('default' or 'small'); only used when name is 'toy'."""
     world_seed: int = 0
@@ -69,7 +72,8 @@ class DataConfig:
     on_bad_row: str = "stop"
     """A malformed data row: stop (error naming file:line) | skip (skip it, report a count)."""
     shots: int = 0
-    """Few-shot examples from the dev split prepended to every eval prompt (0 = zero-shot)."""
+    """Few-shot exemplars prepended to every eval prompt (MMLU: the subject's dev rows;
+    others: the first k train items); 0 = zero-shot."""
     chat_template: bool = False
     """Wrap prompts in the tokenizer's chat template (instruct models)."""
     mmlu_subjects: list[str] = field(default_factory=list)

@@ -39,6 +39,10 @@ def model_config(mcfg: ModelConfig) -> Any:
         from rankscope.world.generator import spec_for
 
         return toy_model_config(spec_for(mcfg.world, mcfg.world_seed))
+    if mcfg.name == "tiny-real":
+        from rankscope.methods import resolve_model_path
+
+        return AutoConfig.from_pretrained(resolve_model_path(mcfg))
     path = Path(mcfg.name).expanduser()
     if (path / "config.json").is_file():
         return AutoConfig.from_pretrained(path, trust_remote_code=mcfg.trust_remote_code)
@@ -96,6 +100,10 @@ def task_tokens(cfg: SweepConfig, task: str, split: str, words_per_token: float)
     from rankscope.tasks import TASKS
 
     limit = cfg.tasks.max_train_items if split == "train" else cfg.tasks.max_eval_items
+    if cfg.data.source == "hub" and task in TASK_HINTS:  # plan must not touch the network
+        n_train, n_test, per_item = TASK_HINTS[task]
+        n = n_train if split == "train" else n_test
+        return min(n, limit or n) * per_item
     try:
         items = TASKS[task].items(split, task_context(cfg), limit)
         words = sum(len((it.prompt + " " + it.completion).split()) for it in items)

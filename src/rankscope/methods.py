@@ -30,6 +30,10 @@ def resolve_model_path(mcfg: ModelConfig) -> Path | str:
         spec = spec_for(mcfg.world, mcfg.world_seed)
         cache = Path(mcfg.cache_dir) if mcfg.cache_dir else None
         return ensure_base_model(spec, cache)
+    if mcfg.name == "tiny-real":
+        from rankscope.world.tiny import ensure_tiny_model
+
+        return ensure_tiny_model(mcfg)
     path = Path(mcfg.name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():

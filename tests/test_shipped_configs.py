@@ -1,0 +1,57 @@
+"""Every shipped config still parses and validates; the paper's plan works offline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rankscope.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_shipped_config_validates(path):
+    if path.parent.name == "accelerate":
+        pytest.skip("accelerate launcher config, not a sweep")
+    cfg = load_config(path)
+    assert cfg.tasks.retention in cfg.tasks.eval
+
+
+def test_paper_configs_state_the_paper_design():
+    for name in ("llama-3.1-8b", "qwen-2.5-7b"):
+        cfg = load_config(ROOT / "configs" / "paper" / f"{name}.yaml")
+        assert cfg.tasks.train == ["gsm8k", "mathqa", "mmlu", "medmcqa", "legalmcq"]
+        assert cfg.methods.lora.ranks == [8, 16, 32, 64, 128] and cfg.methods.lora.alpha == "2r"
+        assert cfg.methods.full.lr == 5e-5 and cfg.train.epochs == 3
+        assert (cfg.train.batch_size, cfg.train.grad_accum, cfg.train.warmup_ratio) == (2, 4, 0.1)
+
+
+def test_paper_plan_offline_shows_params_and_gpu_hours(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rankscope.cli",
+            "plan",
+            str(ROOT / "configs/paper/llama-3.1-8b.yaml"),
+            "-o",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**env, "COLUMNS": "200"},
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "31 runs" in out  # base + 5 tasks x (full + 5 ranks)
+    assert "6.82M" in out and "8.03B (100%)" in out  # LoRA r=8 q/k/v/o; full SFT
+    assert "estimated total:" in out and "GPU-hours" in out
+    assert not (tmp_path / "out").exists()  # planning writes nothing
