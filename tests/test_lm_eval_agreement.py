@@ -63,7 +63,13 @@ def build_tokenizer(texts: list[str], vocab: int = 1024) -> Any:
 
 
 def build_tiny_lm(
-    out: Path, texts: list[str], d: int = 64, layers: int = 2, steps: int = 150, seed: int = 0
+    out: Path,
+    texts: list[str],
+    d: int = 64,
+    layers: int = 2,
+    steps: int = 150,
+    seed: int = 0,
+    lr: float = 3e-3,
 ) -> Path:
     """A LlamaForCausalLM + tokenizer saved as a normal HF directory; `steps` AdamW steps of
     next-token training on `texts` (0 = random init). Context 4096, so no fixture prompt is
@@ -89,7 +95,7 @@ def build_tiny_lm(
     model = LlamaForCausalLM(conf)
     flat = torch.tensor([t for ids in tok(texts)["input_ids"] for t in ids + [tok.eos_token_id]])
     chunks = flat[: len(flat) // 128 * 128].view(-1, 128)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         batch = chunks[torch.randint(0, len(chunks), (16,), generator=gen)]
@@ -171,9 +177,12 @@ def _dataset(docs: list[dict]) -> Any:
     return datasets.Dataset.from_list(docs)
 
 
-def run_harness(model_dir: Path, configs: list[dict], batch_size: int = BATCH) -> dict:
+def run_harness(
+    model_dir: Path, configs: list[dict], batch_size: int = BATCH, task_manager: Any = None
+) -> dict:
     """{task: {doc_id: {filter: sample}}} from simple_evaluate with log_samples; a fresh HFLM
-    and no request cache, so nothing is reused between runs."""
+    and no request cache, so nothing is reused between runs. Without a `task_manager` the
+    harness builds one (indexing its ~14k task YAML files) on every call."""
     from lm_eval import evaluator
     from lm_eval.api.task import ConfigurableTask
     from lm_eval.models.huggingface import HFLM
@@ -185,6 +194,7 @@ def run_harness(model_dir: Path, configs: list[dict], batch_size: int = BATCH) -
         log_samples=True,
         cache_requests=False,
         use_cache=None,
+        task_manager=task_manager,
     )
     out: dict[str, dict[int, dict[str, dict]]] = {}
     for task, samples in res["samples"].items():

@@ -75,23 +75,37 @@ def _pad(seqs: list[list[int]], pad_id: int, left: bool):
 def _tail_logprobs(model: Any, tok: Any, batch: list[Seq]):
     """Log-softmax over the vocabulary at each sequence's last `k` input positions.
 
-    Right padding, as lm-eval: a causal model's real tokens never see the padding after them,
-    so the scores do not depend on the batch. Only the needed positions are normalised
-    (lm-eval normalises the whole [batch, length, vocab] tensor). Returns (log-probs of shape
-    [sum k, vocab], the row offset of each sequence in it)."""
+    Right padding and no attention mask, as lm-eval: a causal model's real tokens never see
+    the padding after them, so the scores do not depend on the batch, and without a mask the
+    attention takes its fast causal path. Only the needed positions go through the LM head
+    and the softmax (lm-eval does both for every position of the batch). Returns (log-probs
+    of shape [sum k, vocab], the row offset of each sequence in it)."""
     import torch
 
-    ids, mask = _pad([s for _, s, _ in batch], tok.pad_token_id, left=False)
+    ids, _ = _pad([s for _, s, _ in batch], tok.pad_token_id, left=False)
     rows = torch.cat([torch.full((k,), r) for r, (_, _, k) in enumerate(batch)])
     cols = torch.cat([torch.arange(len(s) - k, len(s)) for _, s, k in batch])
     device = next(model.parameters()).device
+    keep = torch.zeros(ids.shape, dtype=torch.bool)
+    keep[rows, cols] = True
     with torch.no_grad():
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-    logp = torch.log_softmax(logits[rows.to(device), cols.to(device)].float(), -1)
+        logits = _logits_at(model, ids.to(device), keep.to(device))
     offsets = [0]
     for _, _, k in batch:
         offsets.append(offsets[-1] + k)
-    return logp, offsets
+    return torch.log_softmax(logits.float(), -1), offsets
+
+
+def _logits_at(model: Any, ids: Any, keep: Any) -> Any:
+    """Logits [keep.sum(), vocab] at the True positions of `keep`, in row-major order.
+
+    transformers 5 models take a boolean `logits_to_keep` and project only those positions
+    (flattened row-major); a model without it gets the full logits, indexed afterwards."""
+    try:
+        logits = model(input_ids=ids, logits_to_keep=keep).logits
+    except TypeError:  # a (remote-code) model without `logits_to_keep`
+        logits = model(input_ids=ids).logits
+    return logits[keep] if logits.dim() == 3 else logits
 
 
 def score_mcq(
