@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import shutil
 import signal
 import sqlite3
@@ -234,16 +235,16 @@ def test_two_processes_ingesting_at_once_lose_and_duplicate_no_rows(reference, t
 def test_runner_command_single_and_multi_gpu(tmp_path):
     cfg = SweepConfig()
     cfg.executor.gpus_per_run = 1
-    cmd = multigpu.runner_command(cfg, tmp_path, LORA, port=29501)
+    cmd = multigpu.runner_command(cfg.executor, tmp_path, LORA, port=29501)
     assert cmd[1:] == ["-m", "rankscope.runner", str(tmp_path), LORA]  # no launcher, no port
     cfg.executor.gpus_per_run = 4
-    cmd = multigpu.runner_command(cfg, tmp_path, LORA, port=29503)
+    cmd = multigpu.runner_command(cfg.executor, tmp_path, LORA, port=29503)
     assert cmd[1:3] == ["-m", "accelerate.commands.launch"]
     assert cmd[cmd.index("--num_processes") + 1] == "4" and "--multi_gpu" in cmd
     assert cmd[cmd.index("--main_process_port") + 1] == "29503"
     assert cmd[-4:] == ["-m", "rankscope.runner", str(tmp_path), LORA]
     cfg.executor.accelerate_config = "configs/accelerate/fsdp.yaml"
-    cmd = multigpu.runner_command(cfg, tmp_path, LORA)
+    cmd = multigpu.runner_command(cfg.executor, tmp_path, LORA)
     assert cmd[cmd.index("--config_file") + 1] == "configs/accelerate/fsdp.yaml"
     assert "--multi_gpu" not in cmd and "--main_process_port" not in cmd  # FSDP from the file
 
@@ -256,7 +257,7 @@ def test_accelerate_takes_the_command_and_the_shipped_fsdp_config(tmp_path):
     fsdp = Path(__file__).parents[1] / "configs" / "accelerate" / "fsdp.yaml"
     cfg = SweepConfig()
     cfg.executor.gpus_per_run, cfg.executor.accelerate_config = 4, str(fsdp)
-    cmd = multigpu.runner_command(cfg, tmp_path, LORA, port=29502)
+    cmd = multigpu.runner_command(cfg.executor, tmp_path, LORA, port=29502)
     args, _, _ = launch._validate_launch_command(launch.launch_command_parser().parse_args(cmd[3:]))
     assert (args.use_fsdp, args.num_processes, args.main_process_port) == (True, 4, 29502)
     assert (args.module, args.training_script) == (True, "rankscope.runner")
@@ -334,3 +335,42 @@ def test_multigpu_fail_fast_stops_the_running_workers_cleanly(tmp_path, cache_di
     assert not (rdir / "DONE").exists() and not (rdir / "RUNNING").exists()
     # the worker got one SIGINT and stopped at a safe point, saying how to resume
     assert "rerun to resume" in (tmp_path / "logs" / f"{LORA}.log").read_text()
+
+
+def test_slurm_without_slurm_is_refused_not_run_locally(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun here
+    cfg = SweepConfig()
+    cfg.executor.kind = "slurm"
+    with pytest.raises(ConfigError, match="executor.slurm_cluster: local"):
+        slurm.submit(cfg, tmp_path, [LORA], lambda r, e: None)
+    cfg.executor.slurm_cluster = "lcoal"
+    with pytest.raises(ConfigError, match="'lcoal' is not one of slurm, local, debug"):
+        slurm.submit(cfg, tmp_path, [LORA], lambda r, e: None)
+    assert not (tmp_path / "slurm").exists()  # nothing submitted, nothing written
+
+
+def test_sbatch_script_carries_the_executor_settings(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"  # a stand-in srun, so that submitit takes this for a Slurm host
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    cfg = SweepConfig(name="paper")
+    e = cfg.executor
+    e.kind, e.gpus_per_run, e.cpus_per_run, e.max_retries = "slurm", 2, 8, 3
+    e.slurm_partition, e.slurm_time_min, e.slurm_array_parallelism = "gpu", 90, 5
+    executor = slurm.make_executor(cfg, tmp_path)._executor
+    assert type(executor).__name__ == "SlurmExecutor" and executor.max_num_timeout == 3
+    assert executor.parameters["array_parallelism"] == 5
+    script = executor._make_submission_file_text("python -m submitit.core._submit", "x")
+    for line in (
+        "--gpus-per-node=2",
+        "--cpus-per-task=8",
+        "--partition=gpu",
+        "--time=90",
+        "--job-name=rankscope-paper",
+        "--ntasks-per-node=1",
+        "--signal=USR2@",  # the warning before preemption / time-out that triggers requeue
+    ):
+        assert f"#SBATCH {line}" in script
+    assert str(tmp_path / "slurm") in script  # logs in the sweep's slurm/ folder

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,27 +21,45 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from rankscope.config import SweepConfig
+from rankscope.config import ExecutorConfig, SweepConfig
 from rankscope.errors import ConfigError
 
 BASE_PORT = 29500  # torch.distributed's default rendezvous port; one per concurrent run
 
 
 def runner_command(
-    cfg: SweepConfig, sweep_dir: Path, run_id: str, *, port: int | None = None
+    executor: ExecutorConfig, sweep_dir: Path, run_id: str, *, port: int | None = None
 ) -> list[str]:
     """The command line that executes one run (through accelerate when it spans GPUs)."""
-    n = cfg.executor.gpus_per_run
+    n = executor.gpus_per_run
     if n <= 1:
         return [sys.executable, "-m", "rankscope.runner", str(sweep_dir), run_id]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
-    if cfg.executor.accelerate_config:
-        cmd += ["--config_file", str(cfg.executor.accelerate_config)]
+    if executor.accelerate_config:
+        cmd += ["--config_file", str(executor.accelerate_config)]
     else:
         cmd.append("--multi_gpu")  # plain DDP when no accelerate config says otherwise
     if port is not None:  # concurrent multi-GPU runs on one machine need distinct ports
         cmd += ["--main_process_port", str(port)]
     return cmd + ["-m", "rankscope.runner", str(sweep_dir), run_id]
+
+
+def launch_run(executor: ExecutorConfig, sweep_dir: Path, run_id: str) -> None:
+    """Run a multi-GPU run in the foreground (a Slurm job's or a Ray task's GPUs); raise if
+    it failed. A SystemExit here (submitit's requeue) makes subprocess.run kill the launcher."""
+    cmd = runner_command(executor, sweep_dir, run_id, port=_free_port())
+    done = subprocess.run(cmd, check=False)
+    if done.returncode != 0:
+        error = Path(sweep_dir) / "runs" / run_id / "error.txt"
+        hint = f"; see {error}" if error.exists() else ""
+        raise RuntimeError(f"accelerate launch of {run_id} exited with {done.returncode}{hint}")
+
+
+def _free_port() -> int:
+    """A port free now: jobs on a shared node cannot agree on distinct ones beforehand."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 def visible_devices() -> list[str]:
@@ -100,7 +119,7 @@ def _launch(cfg: SweepConfig, sweep_dir: Path, run_id: str, gpus: list[str]) -> 
     log = log_path.open("a")
     env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(gpus))
     port = BASE_PORT + _port_offset(gpus)
-    cmd = runner_command(cfg, sweep_dir, run_id, port=port)
+    cmd = runner_command(cfg.executor, sweep_dir, run_id, port=port)
     log.write(f"$ CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} {' '.join(cmd)}\n")
     log.flush()
     # a session of its own: a Ctrl-C in the terminal reaches the driver only, which then

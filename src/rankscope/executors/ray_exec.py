@@ -24,9 +24,9 @@ def run_task(sweep_dir: str, run_id: str, executor: ExecutorConfig) -> str:
 
     quiet_libraries()
     if executor.gpus_per_run > 1:
-        from rankscope.executors.slurm import RunJob
+        from rankscope.executors.multigpu import launch_run
 
-        RunJob(executor)._launch(sweep_dir, run_id)  # same accelerate launch as on Slurm
+        launch_run(executor, Path(sweep_dir), run_id)  # on the GPUs Ray gave this task
     else:
         from rankscope.runner import run_unit
 
@@ -88,7 +88,7 @@ def submit(
                 on_finished(run_id, _result(ref, Path(sweep_dir) / "runs" / run_id))
     finally:  # fail-fast or Ctrl-C: stop what is still queued or running
         for ref in refs:
-            ray.cancel(ref, force=True)
+            ray.cancel(ref)  # a KeyboardInterrupt in the task: its `finally` blocks run
 
 
 def _result(ref: Any, run_dir: Path) -> str | None:

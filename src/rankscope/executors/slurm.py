@@ -12,8 +12,7 @@ through `on_finished`, so the results store is never written from a compute node
 
 from __future__ import annotations
 
-import socket
-import subprocess
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,8 @@ from typing import Any
 import submitit
 
 from rankscope.config import ExecutorConfig, SweepConfig
-from rankscope.executors.multigpu import runner_command
+from rankscope.errors import ConfigError
+from rankscope.executors.multigpu import launch_run
 
 POLL_S = 2.0  # between checks of the jobs' states (submitit caches sacct for Slurm anyway)
 
@@ -38,38 +38,22 @@ class RunJob(submitit.helpers.Checkpointable):
 
         quiet_libraries()  # the job log shows the run's errors, not the libraries' chatter
         if self.executor.gpus_per_run > 1:
-            self._launch(sweep_dir, run_id)
+            launch_run(self.executor, Path(sweep_dir), run_id)
         else:
             from rankscope.runner import run_unit
 
             run_unit(Path(sweep_dir), run_id)
         return run_id
 
-    def _launch(self, sweep_dir: str, run_id: str) -> None:
-        # a free port, since array tasks may share a node; runner_command only reads executor
-        cfg = SweepConfig(executor=self.executor)
-        cmd = runner_command(cfg, Path(sweep_dir), run_id, port=_free_port())
-        # on preemption submitit raises SystemExit in this process; run() then kills the child
-        done = subprocess.run(cmd, check=False)
-        if done.returncode != 0:
-            error = Path(sweep_dir) / "runs" / run_id / "error.txt"
-            hint = f"; see {error}" if error.exists() else ""
-            raise RuntimeError(f"{' '.join(cmd[:4])} ... exited with {done.returncode}{hint}")
-
     def checkpoint(self, sweep_dir: str, run_id: str) -> submitit.helpers.DelayedSubmission:
         """Requeue the same call: the run resumes from its last Trainer checkpoint on disk."""
         return submitit.helpers.DelayedSubmission(self, sweep_dir, run_id)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
 def make_executor(cfg: SweepConfig, sweep_dir: Path) -> Any:
     """The submitit executor of a sweep, its parameters taken from `cfg.executor`."""
     e = cfg.executor
+    check_cluster(e.slurm_cluster)
     executor = submitit.AutoExecutor(
         folder=Path(sweep_dir) / "slurm",
         cluster=e.slurm_cluster,
@@ -88,6 +72,21 @@ def make_executor(cfg: SweepConfig, sweep_dir: Path) -> Any:
         slurm_array_parallelism=e.slurm_array_parallelism,
     )
     return executor
+
+
+def check_cluster(cluster: str | None) -> None:
+    """Refuse what submitit would do silently: run a 'slurm' sweep locally without Slurm."""
+    options = ("slurm", "local", "debug")
+    if cluster is not None and cluster not in options:
+        raise ConfigError(
+            f"executor.slurm_cluster: {cluster!r} is not one of {', '.join(options)} or null"
+        )
+    if cluster in (None, "slurm") and shutil.which("srun") is None:
+        raise ConfigError(
+            "executor.kind: slurm, but Slurm is not available here (no srun on PATH); run "
+            "rankscope on a Slurm login node, or set executor.slurm_cluster: local to run the "
+            "jobs on this machine"
+        )
 
 
 def job_error(job: Any, run_dir: Path) -> str | None:
