@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import small_sweep
 
 from rankscope.pipeline import STORE_NAME, run_sweep
@@ -162,3 +163,78 @@ def test_changed_config_is_refused_then_forced(swept):
     )
     with pytest.raises(ConfigError, match="made with a different config"):
         run_sweep(changed, report=False)
+
+
+def test_run_dir_holds_every_unit_of_results(swept):
+    cfg, _ = swept
+    rdir = cfg.out_dir / "runs" / "toy-arith__lora-r4-a8__s0"
+    assert (cfg.out_dir / "sweep.yaml").is_file()  # what workers read
+    assert sorted(p.stem for p in (rdir / "eval").glob("*.json")) == sorted(cfg.tasks.eval)
+    assert len(list((rdir / "analysis").glob("spectral__*.json"))) == 2 * 4
+    assert (rdir / "DONE").read_text() == yaml.safe_load((rdir / "config.yaml").read_text())[
+        "config_hash"
+    ]
+    assert not (rdir / "trainer").exists() and not list(cfg.out_dir.rglob("*.tmp"))
+
+
+def _oom_for_full_sft(monkeypatch) -> None:
+    """Full SFT runs out of memory (injected); LoRA runs train for real."""
+    import torch
+    from transformers import Trainer
+
+    real = Trainer.train
+
+    def train(self, *a, **k):
+        if not hasattr(self.model, "peft_config"):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "train", train)
+
+
+def _cli(monkeypatch, *args: str) -> int:
+    from rankscope.cli import main
+
+    monkeypatch.setattr("sys.argv", ["rankscope", *args])
+    with pytest.raises(SystemExit) as done:
+        main()
+    return done.value.code
+
+
+FAULT_SETS = [
+    "tasks.eval=[toy-arith, toy-general]",
+    "tasks.max_train_items=16",
+    "tasks.max_eval_items=8",
+    "methods.base=false",
+    "methods.lora.ranks=[4]",
+    "analysis.enabled=false",
+    "train.epochs=1",
+    "train.oom_retry=false",
+]
+
+
+@pytest.mark.parametrize("fail_fast", [False, True])
+def test_failed_run_is_recorded_and_the_sweep_goes_on(
+    tmp_path, cache_dir, small_model_dir, monkeypatch, capsys, fail_fast
+):
+    _oom_for_full_sft(monkeypatch)
+    cfg = small_sweep(tmp_path / "out", cache_dir, *FAULT_SETS)
+    base = ["model.world=small", f"model.cache_dir={cache_dir}", "tasks.train=[toy-arith]"]
+    sets = [x for s in [*FAULT_SETS, *base] for x in ("-s", s)]
+    args = ["run", "-o", str(cfg.out_dir), *sets] + (["--fail-fast"] if fail_fast else [])
+    assert _cli(monkeypatch, *args) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    full, lora = "toy-arith__full__s0", "toy-arith__lora-r4-a8__s0"
+    assert "failed run" in err and f"out of memory in {full}" in err  # the summary table
+    store = Store(cfg.out_dir / STORE_NAME)
+    runs = {r["run_id"]: r for r in store.runs()}
+    log = cfg.out_dir / "runs" / full / "error.txt"
+    assert runs[full]["status"] == "failed" and f"(log: {log})" in runs[full]["error"]
+    assert "gradient_checkpointing" in runs[full]["error"]
+    assert "Traceback" in log.read_text()
+    if fail_fast:  # stopped at the first failure: the LoRA run never started
+        assert lora not in runs and not (cfg.out_dir / "runs" / lora).exists()
+    else:
+        assert runs[lora]["status"] == "done"
+        assert {m["task"] for m in store.metrics() if m["run_id"] == lora} == set(cfg.tasks.eval)
+    store.close()

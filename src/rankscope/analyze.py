@@ -9,16 +9,54 @@ resumes per module.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from rankscope.config import SweepConfig
 from rankscope.plan import RunSpec
 from rankscope.store import Store
+
+Row = tuple[str, str, str, int, int, str, float]  # run_id, kind, module, layer, head, metric, value
+
+
+class Rows(Protocol):
+    """Where analysis rows go: the store, or a run's analysis/ dir (`AnalysisFiles`)."""
+
+    def has_analysis(self, run_id: str, kind: str, module: str | None = None) -> bool: ...
+    def save_analysis(self, rows: list[Row]) -> None: ...
+    def analysis(self, kind: str | None = None) -> list[dict[str, Any]]: ...
+
+
+class AnalysisFiles:
+    """A run's analysis rows as files analysis/<kind>__<module>.json, one per saved unit."""
+
+    COLUMNS = ("run_id", "kind", "module", "layer", "head", "metric", "value")
+
+    def __init__(self, run_dir: Path):
+        self.dir = Path(run_dir) / "analysis"
+        self.rows: list[Row] = []
+        for p in sorted(self.dir.glob("*.json")):
+            self.rows += [tuple(r) for r in json.loads(p.read_text())]  # type: ignore[misc]
+
+    def has_analysis(self, run_id: str, kind: str, module: str | None = None) -> bool:
+        return any(r[0] == run_id and r[1] == kind and module in (None, r[2]) for r in self.rows)
+
+    def save_analysis(self, rows: list[Row]) -> None:
+        from rankscope.runner import write_atomic
+
+        if rows:
+            name = f"{rows[0][1]}__{rows[0][2]}.json"
+            write_atomic(self.dir / name, json.dumps([list(r) for r in rows]))
+            self.rows += rows
+
+    def analysis(self, kind: str | None = None) -> list[dict[str, Any]]:
+        return [dict(zip(self.COLUMNS, r, strict=True)) for r in self.rows if kind in (None, r[1])]
+
 
 _W0_SVD: dict[tuple[str, str], Any] = {}
 
@@ -98,7 +136,7 @@ def _w0_svd(model_key: str, name: str, w0: Any) -> Any:
 
 
 def spectral_rows(
-    run: RunSpec, run_dir: Path, cfg: SweepConfig, store: Store, base: Any, model_key: str
+    run: RunSpec, run_dir: Path, cfg: SweepConfig, store: Rows, base: Any, model_key: str
 ) -> int:
     """Analyse every module of one run not yet in the store; return how many were added."""
     from rankscope.analysis.spectral import compare_weights
@@ -177,7 +215,7 @@ def probe_batches(
     return batches
 
 
-def attention_rows(run: RunSpec, model: Any, base: Any, batches: list, store: Store) -> None:
+def attention_rows(run: RunSpec, model: Any, base: Any, batches: list, store: Rows) -> None:
     """Per layer/head entropy, sink mass, JS divergence vs base; per layer CKA."""
     from rankscope.analysis.attention import attention_stats
 
@@ -205,7 +243,7 @@ def attention_rows(run: RunSpec, model: Any, base: Any, batches: list, store: St
     store.save_analysis(rows)
 
 
-def top_heads(store: Store, run_id: str, n: int) -> list[tuple[int, int]]:
+def top_heads(store: Rows, run_id: str, n: int) -> list[tuple[int, int]]:
     rows = [
         r for r in store.analysis("attention") if r["run_id"] == run_id and r["metric"] == "js_div"
     ]
@@ -218,7 +256,7 @@ def ablation_rows(
     model: Any,
     tok: Any,
     tasks: list[tuple[Any, list]],
-    store: Store,
+    store: Rows,
     cfg: SweepConfig,
 ) -> None:
     """Zero each of the top-H most-changed heads; store the accuracy change per task."""
@@ -264,7 +302,7 @@ def analyze_run(
     run: RunSpec,
     run_dir: Path,
     cfg: SweepConfig,
-    store: Store,
+    store: Rows,
     base: Any,
     tok: Any,
     model_key: str,
@@ -283,3 +321,12 @@ def analyze_run(
     n = cfg.analysis.ablation_items
     tasks = [(TASKS[t], items[t][:n]) for t in ablation_tasks(run, cfg, items)]
     ablation_rows(run, model, tok, tasks, store, cfg)
+
+
+def analyze_unit(run: RunSpec, run_dir: Path, cfg: SweepConfig, items: dict[str, list]) -> None:
+    """A worker's analyze stage: every analysis of one run not yet in its analysis/ dir."""
+    from rankscope.methods import load_base
+
+    base, tok, path = load_base(cfg.model)
+    batches = probe_batches(cfg, items, tok)
+    analyze_run(run, run_dir, cfg, AnalysisFiles(run_dir), base, tok, str(path), batches, items)

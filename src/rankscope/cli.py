@@ -180,18 +180,41 @@ def report(out_dir: DirArg = Path("runs/toy")):
 
 @app.command()
 def status(out_dir: DirArg = Path("runs/toy")):
-    """Per run: status, stage and error."""
+    """Per run: pending / running / done / failed, with stage, progress and error."""
     from rankscope.pipeline import STORE_NAME
+    from rankscope.progress import unit_state
     from rankscope.store import Store
 
     if not (out_dir / STORE_NAME).exists():
         raise RankscopeError(f"{out_dir}: no {STORE_NAME} here; run a sweep first")
     store = Store(out_dir / STORE_NAME)
-    table = Table("run id", "status", "stage", "error")
-    for r in store.runs():
-        table.add_row(r["run_id"], r["status"], r["stage"] or "", r["error"] or "")
+    run_ids = [r["run_id"] for r in store.runs()]
     store.close()
-    Console().print(table)
+    if (out_dir / "sweep.yaml").is_file():  # the plan also names the runs not started yet
+        from rankscope.plan import make_plan
+        from rankscope.runner import read_sweep_file
+
+        planned = [r.run_id for r in make_plan(read_sweep_file(out_dir))]
+        run_ids = planned + [r for r in run_ids if r not in planned]
+    table = Table("run id", "status", "stage", "progress", "error")
+    counts: dict[str, int] = {}
+    for rid in run_ids:
+        s = unit_state(out_dir / "runs" / rid)
+        counts[s["status"]] = counts.get(s["status"], 0) + 1
+        table.add_row(rid, s["status"], s["stage"] or "", s["progress"], s["error"] or "")
+    Console(width=max(160, Console().width)).print(table)
+    console.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+
+
+@app.command()
+def reindex(out_dir: DirArg = Path("runs/toy")):
+    """Rebuild the results store from the run directories (e.g. after losing it)."""
+    from rankscope.pipeline import STORE_NAME, reindex_sweep
+
+    n = reindex_sweep(out_dir)
+    console.print(
+        f"{out_dir / STORE_NAME}: rebuilt from {n} run director{'y' if n == 1 else 'ies'}"
+    )
 
 
 @app.command()
@@ -235,15 +258,14 @@ def world_build(
 def main() -> None:
     """Entry point: user errors print one message and exit non-zero, without a traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except RankscopeError as e:
         if _state["debug"]:
             raise
         console.print(f"[red]error:[/red] {e}", highlight=False)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]; finished results are kept, rerun to resume")
-        sys.exit(130)
+        code = 130
     except (typer.Abort, typer.Exit) as e:
         sys.exit(getattr(e, "exit_code", 1))
     except Exception as e:  # click usage errors and the unexpected
@@ -260,6 +282,10 @@ def main() -> None:
             highlight=False,
         )
         sys.exit(1)
+
+    if code == 130:  # Ctrl-C (typer turns KeyboardInterrupt into exit code 130)
+        console.print("[yellow]interrupted; rerun to resume[/yellow] (finished results are kept)")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

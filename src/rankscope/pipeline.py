@@ -1,7 +1,9 @@
-"""The sweep: plan -> train -> evaluate -> report, each stage skipped when its results exist.
+"""The sweep driver: plan -> run units through an executor -> ingest -> report.
 
-Stages talk through files: a run directory holds what training made (config.yaml, adapter/
-or model/, train_log.jsonl, TRAINED), the store holds metrics; a rerun picks up from there.
+A run is a unit of work done by `rankscope.runner` in its own run directory; the driver
+decides which runs are due (a run whose DONE marker holds its config hash is finished), hands
+them to the configured executor, ingests each finished run directory into the results store,
+then fits across runs and writes the report. A rerun picks up from the files.
 """
 
 from __future__ import annotations
@@ -9,13 +11,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from rankscope.config import SweepConfig, dump_yaml
+from rankscope.config import SweepConfig
 from rankscope.errors import ConfigError, RankscopeError
 from rankscope.plan import RunSpec, make_plan
 from rankscope.store import Store
@@ -23,23 +23,6 @@ from rankscope.tasks import TASKS, Item, TaskContext
 from rankscope.tasks.base import check_no_overlap
 
 STORE_NAME = "results.sqlite"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def task_context(cfg: SweepConfig) -> TaskContext:
-    from rankscope.world.generator import spec_for
-
-    return TaskContext(
-        world_spec=spec_for(cfg.model.world, cfg.model.world_seed),
-        data=cfg.data,
-        train_tasks=tuple(cfg.tasks.train),
-    )
 
 
 @dataclass
@@ -52,44 +35,18 @@ class Stages:
     note: Callable[[str], None] = lambda msg: None
 
 
-@dataclass
-class SweepOutcome:
-    out_dir: Path
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    report: dict[str, Path] = field(default_factory=dict)
+def task_context(cfg: SweepConfig) -> TaskContext:
+    from rankscope.world.generator import spec_for
 
-
-def run_status(store: Store, run: RunSpec, cfg: SweepConfig) -> str:
-    """done | failed | pending | stale (a finished run made with a different config)."""
-    row = store.run(run.run_id)
-    if row is None:
-        return "pending"
-    if row["config_hash"] != run.config_hash(cfg):
-        return "stale"
-    return row["status"] if row["status"] in ("done", "failed") else "pending"
-
-
-def guard_output_dir(store: Store, cfg: SweepConfig, runs: list[RunSpec], force: bool) -> None:
-    """Refuse to mix another sweep's (or another config's) results into this directory."""
-    name = store.get_meta("sweep_name")
-    if name is not None and name != cfg.name and not force:
-        raise ConfigError(
-            f"{store.path.parent}: holds results of sweep {name!r}, not "
-            f"{cfg.name!r}; choose another output_dir or pass --force"
-        )
-    stale = [r.run_id for r in runs if run_status(store, r, cfg) == "stale"]
-    if stale and not force:
-        raise ConfigError(
-            f"{store.path.parent}: {len(stale)} finished run(s) were made with a different "
-            f"config ({', '.join(stale[:3])}{' ...' if len(stale) > 3 else ''}); use another "
-            "output_dir, or --force to redo them"
-        )
+    return TaskContext(
+        world_spec=spec_for(cfg.model.world, cfg.model.world_seed),
+        data=cfg.data,
+        train_tasks=tuple(cfg.tasks.train),
+    )
 
 
 class Sweep:
-    """One sweep's execution state: config, store, tasks' items, progress."""
+    """A sweep's config, output dir and tasks' items (loaded once per process)."""
 
     def __init__(self, cfg: SweepConfig, stages: Stages | None = None):
         self.cfg = cfg
@@ -101,11 +58,8 @@ class Sweep:
     def items(self, task: str, split: str) -> list[Item]:
         key = (task, split)
         if key not in self._items:
-            limit = (
-                self.cfg.tasks.max_train_items
-                if split == "train"
-                else self.cfg.tasks.max_eval_items
-            )
+            t = self.cfg.tasks
+            limit = t.max_train_items if split == "train" else t.max_eval_items
             self._items[key] = TASKS[task].items(split, self.ctx, limit)
         return self._items[key]
 
@@ -114,123 +68,74 @@ class Sweep:
             for et in self.cfg.tasks.eval:
                 check_no_overlap(tt, self.items(tt, "train"), et, self.items(et, "test"))
 
-    def run_dir(self, run: RunSpec) -> Path:
-        return self.out / "runs" / run.run_id
+    def run_dir(self, run: RunSpec | str) -> Path:
+        return self.out / "runs" / (run if isinstance(run, str) else run.run_id)
 
-    # ---------------------------------------------------------------- one run
-    def execute(self, store: Store, run: RunSpec, prov: dict[str, Any]) -> None:
-        from rankscope.methods import count_params, load_for_eval
 
-        cfg, rdir = self.cfg, self.run_dir(run)
-        write_atomic(
-            rdir / "config.yaml",
-            dump_yaml(
-                {
-                    "run": asdict(run),
-                    "config_hash": run.config_hash(cfg),
-                    "config": cfg.to_dict(),
-                    "provenance": prov,
-                }
-            ),
+_SWEEPS: dict[str, Sweep] = {}
+
+
+def sweep_for(cfg: SweepConfig) -> Sweep:
+    """This process's Sweep for a config: the in-process path reuses its items across runs."""
+    key = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+    if key not in _SWEEPS:
+        _SWEEPS.clear()
+        _SWEEPS[key] = Sweep(cfg)
+    return _SWEEPS[key]
+
+
+@dataclass
+class SweepOutcome:
+    out_dir: Path
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    report: dict[str, Path] = field(default_factory=dict)
+
+
+def run_status(store: Store, run: RunSpec, cfg: SweepConfig) -> str:
+    """From the store: done | failed | pending | stale (finished with a different config)."""
+    row = store.run(run.run_id)
+    if row is None:
+        return "pending"
+    if row["config_hash"] != run.config_hash(cfg):
+        return "stale"
+    return row["status"] if row["status"] in ("done", "failed") else "pending"
+
+
+def run_state(store: Store, run: RunSpec, cfg: SweepConfig) -> str:
+    """From the run dir, then the store: done | stale | changed (unfinished work made with
+    another config) | pending."""
+    from rankscope.progress import config_info, read_text
+
+    h, rdir = run.config_hash(cfg), cfg.out_dir / "runs" / run.run_id
+    done = read_text(rdir / "DONE")
+    if done == h:
+        return "done"
+    row = store.run(run.run_id)
+    if done is not None or (row and row["status"] == "done" and row["config_hash"] != h):
+        return "stale"
+    dir_hash = (config_info(rdir) or {}).get("config_hash")
+    if (row and row["config_hash"] != h) or dir_hash not in (None, h):
+        return "changed"
+    return "pending"
+
+
+def guard_output_dir(store: Store, cfg: SweepConfig, runs: list[RunSpec], force: bool) -> None:
+    """Refuse to mix another sweep's (or another config's) results into this directory."""
+    name = store.get_meta("sweep_name")
+    if name is not None and name != cfg.name and not force:
+        raise ConfigError(
+            f"{store.path.parent}: holds results of sweep {name!r}, not "
+            f"{cfg.name!r}; choose another output_dir or pass --force"
         )
-        store.upsert_run(**_run_row(run, cfg, rdir), status="running", stage="train", error=None)
-        model = None
-        if run.method != "base" and not (rdir / "TRAINED").exists():
-            model, tok = self._train(store, run, rdir)
-        elif run.method != "base":
-            self._ingest_train(store, run, rdir)
-        self.stages.advance("train", 1)
-        store.update_run(run.run_id, stage="evaluate")
-        for task in cfg.tasks.eval:
-            if store.has_metrics(run.run_id, task):
-                self.stages.advance("evaluate", 1)
-                continue
-            if model is None:
-                model, tok = load_for_eval(run, rdir, cfg.model)
-            if run.method == "base":
-                _, total = count_params(model)
-                store.update_run(run.run_id, trainable_params=0, total_params=total)
-            self._evaluate(store, run, model, tok, task)
-        store.update_run(run.run_id, status="done", stage=None)
-        write_atomic(rdir / "DONE", run.config_hash(cfg))
-
-    def _train(self, store: Store, run: RunSpec, rdir: Path):
-        from rankscope.methods import METHODS, count_params, load_base
-        from rankscope.train import train
-
-        cfg = self.cfg
-        base, tok, _ = load_base(cfg.model)
-        model = METHODS[run.method].prepare(base, run, cfg)
-        trainable, total = count_params(model)
-        items = self.items(run.train_task, "train")
-        label = f"  {run.run_id}"
-        rec = train(
-            model,
-            tok,
-            items,
-            cfg,
-            run.lr,
-            run.seed,
-            rdir / "trainer",
-            on_progress=lambda d, t: self.stages.step(label, d, t),
+    stale = [r.run_id for r in runs if run_state(store, r, cfg) == "stale"]
+    if stale and not force:
+        raise ConfigError(
+            f"{store.path.parent}: {len(stale)} finished run(s) were made with a different "
+            f"config ({', '.join(stale[:3])}{' ...' if len(stale) > 3 else ''}); use another "
+            "output_dir, or --force to redo them"
         )
-        METHODS[run.method].save(model, tok, rdir)
-        shutil.rmtree(rdir / "trainer", ignore_errors=True)
-        log = rec.pop("log")
-        write_atomic(rdir / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
-        rec.update(trainable_params=trainable, total_params=total)
-        write_atomic(rdir / "TRAINED", json.dumps(rec))  # marker written last
-        store.save_train_result(run.run_id, rec, log)
-        return model, tok
-
-    def _ingest_train(self, store: Store, run: RunSpec, rdir: Path) -> None:
-        """Training finished earlier: make sure its record is in the store (crash-safe)."""
-        row = store.run(run.run_id)
-        if row and row.get("final_train_loss") is not None:
-            return
-        rec = json.loads((rdir / "TRAINED").read_text())
-        lines = (rdir / "train_log.jsonl").read_text().splitlines()
-        store.save_train_result(run.run_id, rec, [json.loads(x) for x in lines if x])
-
-    def _evaluate(self, store: Store, run: RunSpec, model: Any, tok: Any, task: str) -> None:
-        from rankscope.evaluate import evaluate
-
-        items = self.items(task, "test")
-        label = f"  {run.run_id} on {task}"
-        done = [0]
-
-        def progress(n: int) -> None:
-            done[0] += n
-            self.stages.step(label, done[0], len(items))
-
-        metrics, preds = evaluate(
-            model,
-            tok,
-            TASKS[task],
-            items,
-            self.cfg.eval.batch_size,
-            self.cfg.eval.max_new_tokens,
-            progress,
-        )
-        store.save_eval(run.run_id, task, metrics, preds)
-        self.stages.advance("evaluate", 1)
-
-
-def _run_row(run: RunSpec, cfg: SweepConfig, rdir: Path) -> dict[str, Any]:
-    return {
-        "run_id": run.run_id,
-        "model": cfg.model.name,
-        "train_task": run.train_task,
-        "method": run.method,
-        "rank": run.rank,
-        "alpha": run.alpha,
-        "lr": run.lr,
-        "seed": run.seed,
-        "variant": run.variant,
-        "config_hash": run.config_hash(cfg),
-        "run_dir": str(rdir),
-        "log_path": str(rdir / "config.yaml"),
-    }
 
 
 def _write_meta(store: Store, cfg: SweepConfig) -> None:
@@ -245,12 +150,28 @@ def _write_meta(store: Store, cfg: SweepConfig) -> None:
     )
 
 
-def _forget(store: Store, sweep: Sweep, run: RunSpec) -> None:
-    """--force on a stale run: drop its rows and files so it is redone from scratch."""
-    with store.transaction() as c:
-        for table in ("runs", "metrics", "predictions", "train_log", "analysis"):
-            c.execute(f"DELETE FROM {table} WHERE run_id=?", (run.run_id,))
-    shutil.rmtree(sweep.run_dir(run), ignore_errors=True)
+def _due(store: Store, sweep: Sweep, runs: list[RunSpec], outcome: SweepOutcome) -> list[RunSpec]:
+    """The runs to execute; finished ones are ingested if the store missed them (a crash)."""
+    from rankscope.runner import ingest_run
+
+    todo = []
+    for run in runs:
+        state = run_state(store, run, sweep.cfg)
+        if state == "done":
+            row = store.run(run.run_id)
+            if (
+                not row
+                or row["status"] != "done"
+                or row["config_hash"] != run.config_hash(sweep.cfg)
+            ):
+                ingest_run(store, sweep.run_dir(run))
+            outcome.skipped.append(run.run_id)
+            continue
+        if state in ("stale", "changed"):  # redo from scratch: drop its rows and files
+            store.forget_run(run.run_id)
+            shutil.rmtree(sweep.run_dir(run), ignore_errors=True)
+        todo.append(run)
+    return todo
 
 
 def run_sweep(
@@ -261,11 +182,12 @@ def run_sweep(
     stages: Stages | None = None,
     report: bool = True,
 ) -> SweepOutcome:
-    """Run every pending run of the sweep, then write the report."""
-    from rankscope.provenance import provenance
+    """Run every due run of the sweep through its executor, then write the report."""
+    from rankscope.analyze import fit_rows
+    from rankscope.runner import write_sweep_file
 
     quiet_libraries()
-    sweep = Sweep(cfg, stages)
+    sweep, stages = sweep_for(cfg), stages or Stages()
     sweep.check_leaks()  # before anything is written
     runs = make_plan(cfg)
     if cfg.model.name != "toy":  # an unloadable model fails once, before anything is written
@@ -278,84 +200,101 @@ def run_sweep(
     try:
         guard_output_dir(store, cfg, runs, force)
         _write_meta(store, cfg)
-        todo = []
-        for run in runs:
-            status = run_status(store, run, cfg)
-            if status == "stale":
-                _forget(store, sweep, run)
-            (outcome.skipped if status == "done" else todo).append(run)
-        _prepare_base(sweep, bool(todo))
-        sweep.stages.start("train", len(todo))
-        sweep.stages.start("evaluate", len(todo) * len(cfg.tasks.eval))
-        prov = provenance()
-        for run in todo:
-            try:
-                sweep.execute(store, run, prov)
-                outcome.done.append(run.run_id)
-            except (KeyboardInterrupt, ConfigError):
-                raise
-            except Exception as e:  # fault isolation: record, go on with the others
-                msg = _failure_message(e, run)
-                store.upsert_run(
-                    **_run_row(run, cfg, sweep.run_dir(run)), status="failed", error=msg
-                )
-                write_atomic(sweep.run_dir(run) / "error.txt", traceback.format_exc())
-                outcome.failed[run.run_id] = msg
-                sweep.stages.note(f"[red]failed[/red] {run.run_id}: {msg}")
-                if fail_fast:
-                    break
+        write_sweep_file(cfg, sweep.out)  # what workers read
+        todo = _due(store, sweep, runs, outcome)
+        _prepare_base(sweep, stages, bool(todo))
+        stages.start("train", len(todo))
+        stages.start("evaluate", len(todo) * len(cfg.tasks.eval))
         if cfg.analysis.enabled:
-            analyze_sweep(sweep, store, runs)
+            stages.start("analyze", len(todo))
+        _execute(sweep, store, [r.run_id for r in todo], outcome, stages, fail_fast)
+        if cfg.analysis.enabled:
+            fit_rows(store)
         if report:
-            sweep.stages.start("report", 1)
+            stages.start("report", 1)
             outcome.report = write_sweep_report(sweep.out)
-            sweep.stages.advance("report", 1)
+            stages.advance("report", 1)
     finally:
         store.close()
     return outcome
 
 
-def analyze_sweep(sweep: Sweep, store: Store, runs: list[RunSpec]) -> None:
-    """Spectral + attention analysis of every finished run (resumes per module / kind)."""
-    from rankscope.analyze import analyze_run, fit_rows, probe_batches
-    from rankscope.methods import load_base
+def _execute(
+    sweep: Sweep,
+    store: Store,
+    run_ids: list[str],
+    outcome: SweepOutcome,
+    stages: Stages,
+    fail_fast: bool,
+) -> None:
+    """Hand the runs to the executor; ingest each run dir as it finishes."""
+    from rankscope.executors import EXECUTORS, StopSweep
+    from rankscope.runner import ingest_run
+    from rankscope.train import interrupt_handler
 
-    done = [r for r in runs if run_status(store, r, sweep.cfg) == "done"]
-    sweep.stages.start("analyze", len(done))
-    if not done:
-        return
-    base, tok, path = load_base(sweep.cfg.model)
-    items = {t: sweep.items(t, "test") for t in sweep.cfg.tasks.eval}
-    batches = probe_batches(sweep.cfg, items, tok)
-    for run in done:
+    def on_finished(run_id: str, error: str | None) -> None:
+        ingest_run(store, sweep.run_dir(run_id))
+        if error is None:
+            outcome.done.append(run_id)
+            return
+        outcome.failed[run_id] = error
+        stages.note(f"[red]failed[/red] {run_id}: {error}")
+        if fail_fast:
+            raise StopSweep(run_id)
+
+    kind = sweep.cfg.executor.kind
+    extra = {}
+    if kind == "local":  # in-process: ingest every unit as it is written (live status)
+        extra = {"stages": stages, "on_unit": lambda rid: ingest_run(store, sweep.run_dir(rid))}
+    with interrupt_handler():
         try:
-            analyze_run(
-                run, sweep.run_dir(run), sweep.cfg, store, base, tok, str(path), batches, items
-            )
-        except (KeyboardInterrupt, ConfigError):
-            raise
-        except Exception as e:  # a failed analysis never costs the run's results
-            msg = f"analysis failed: {_failure_message(e, run)}"
-            store.update_run(run.run_id, error=msg)
-            write_atomic(sweep.run_dir(run) / "analysis_error.txt", traceback.format_exc())
-            sweep.stages.note(f"[yellow]{run.run_id}[/yellow]: {msg}")
-        sweep.stages.advance("analyze", 1)
-    fit_rows(store)
+            EXECUTORS[kind](sweep.cfg, sweep.out, run_ids, on_finished, **extra)
+        except StopSweep:
+            pass
 
 
 def analyze_only(cfg: SweepConfig, stages: Stages | None = None) -> Path:
     """`rankscope analyze`: the analyze stage alone, on a sweep's finished runs."""
+    from rankscope.analyze import fit_rows
+    from rankscope.runner import analyze_done_run, ingest_run
+
     quiet_libraries()
-    sweep = Sweep(cfg, stages)
+    sweep, stages = sweep_for(cfg), stages or Stages()
     path = sweep.out / STORE_NAME
     if not path.exists():
         raise RankscopeError(f"{sweep.out}: no {STORE_NAME} here; run the sweep first")
     store = Store(path)
     try:
-        analyze_sweep(sweep, store, make_plan(cfg))
+        done = [r for r in make_plan(cfg) if run_state(store, r, cfg) == "done"]
+        stages.start("analyze", len(done))
+        for run in done:
+            analyze_done_run(sweep, run, stages)
+            ingest_run(store, sweep.run_dir(run))
+        fit_rows(store)
     finally:
         store.close()
     return path
+
+
+def reindex_sweep(out_dir: Path) -> int:
+    """Rebuild the results store from the run directories, in one transaction; runs found."""
+    from rankscope.analyze import fit_rows
+    from rankscope.runner import ingest_run, read_sweep_file
+
+    out_dir = Path(out_dir)
+    cfg = read_sweep_file(out_dir)
+    run_dirs = sorted(p for p in (out_dir / "runs").glob("*") if (p / "config.yaml").is_file())
+    store = Store(out_dir / STORE_NAME)
+    try:
+        with store.transaction():
+            store.clear()
+            _write_meta(store, cfg)
+            for rdir in run_dirs:
+                ingest_run(store, rdir)
+            fit_rows(store)
+    finally:
+        store.close()
+    return len(run_dirs)
 
 
 def quiet_libraries() -> None:
@@ -376,8 +315,8 @@ def quiet_libraries() -> None:
         pass
 
 
-def _prepare_base(sweep: Sweep, needed: bool) -> None:
-    """Build/cache the toy base model up front, with its own progress bar."""
+def _prepare_base(sweep: Sweep, stages: Stages, needed: bool) -> None:
+    """Build/cache the toy base model once, up front (workers then only load it)."""
     if not needed or sweep.cfg.model.name != "toy":
         return
     from rankscope.world.build import default_cache_dir, ensure_base_model, model_dir
@@ -386,22 +325,10 @@ def _prepare_base(sweep: Sweep, needed: bool) -> None:
     cache = Path(sweep.cfg.model.cache_dir) if sweep.cfg.model.cache_dir else None
     if (model_dir(spec, cache or default_cache_dir()) / "world.json").exists():
         return
-    sweep.stages.start("build toy base model", spec.pretrain_steps)
+    stages.start("build toy base model", spec.pretrain_steps)
     ensure_base_model(
-        spec, cache, on_step=lambda s, n, loss: sweep.stages.advance("build toy base model", 1)
+        spec, cache, on_step=lambda s, n, loss: stages.advance("build toy base model", 1)
     )
-
-
-def _failure_message(e: BaseException, run: RunSpec) -> str:
-    text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    if "out of memory" in text.lower() or type(e).__name__ == "OutOfMemoryError":
-        return (
-            f"out of memory in {run.run_id}: lower train.batch_size and raise "
-            "train.grad_accum to keep the effective batch, or shorten train.max_seq_len"
-        )
-    if isinstance(e, RankscopeError):
-        return text
-    return f"{type(e).__name__}: {text}"
 
 
 def write_sweep_report(out_dir: Path) -> dict[str, Path]:

@@ -1,7 +1,9 @@
 """The results store: one SQLite file per sweep (WAL mode, one transaction per unit of results).
 
-Keys are unique, so re-writing a unit replaces it instead of duplicating it; a stage is
-skipped when its rows exist. The report reads only this file.
+Keys are unique, so re-writing a unit replaces it instead of duplicating it. Only the driver
+writes it: workers write files into their run directories, and the driver ingests them
+(`runner.ingest_run`), so the store can always be rebuilt from the run directories. The
+report reads only this file.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ CREATE TABLE IF NOT EXISTS predictions (
   run_id TEXT NOT NULL, task TEXT NOT NULL, item_id TEXT NOT NULL,
   pred TEXT, gold TEXT, correct INTEGER, detail TEXT,
   PRIMARY KEY (run_id, task, item_id)
+);
+CREATE TABLE IF NOT EXISTS ingested (  -- which run-dir file each run's rows came from
+  run_id TEXT NOT NULL, unit TEXT NOT NULL, sig TEXT NOT NULL,
+  PRIMARY KEY (run_id, unit)
 );
 CREATE TABLE IF NOT EXISTS analysis (
   run_id TEXT NOT NULL, kind TEXT NOT NULL, module TEXT NOT NULL, layer INTEGER NOT NULL,
@@ -111,7 +117,10 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """All writes inside commit together or not at all."""
+        """All writes inside commit together or not at all; a nested one joins the outer."""
+        if self.conn.in_transaction:
+            yield self.conn
+            return
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
@@ -143,6 +152,36 @@ class Store:
                 list(fields.values()),
             )
 
+    def forget_run(self, run_id: str) -> None:
+        """Drop every row of one run (its results are redone from scratch)."""
+        with self.transaction() as c:
+            for table in ("runs", "metrics", "predictions", "train_log", "analysis", "ingested"):
+                c.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
+
+    def clear(self) -> None:
+        """Drop every row of every table (before a rebuild from the run directories)."""
+        with self.transaction() as c:
+            for table in (
+                "meta",
+                "runs",
+                "metrics",
+                "predictions",
+                "train_log",
+                "analysis",
+                "ingested",
+            ):
+                c.execute(f"DELETE FROM {table}")
+
+    # -------------------------------------------------------------- ingestion
+    def ingested(self, run_id: str) -> dict[str, str]:
+        """{unit: signature} of the run-dir files already loaded for this run."""
+        q = "SELECT unit, sig FROM ingested WHERE run_id=?"
+        return dict(self.conn.execute(q, (run_id,)).fetchall())
+
+    def mark_ingested(self, run_id: str, unit: str, sig: str) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO ingested VALUES (?, ?, ?)", (run_id, unit, sig))
+
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Update some fields of an existing run row."""
         with self.transaction() as c:
@@ -159,6 +198,7 @@ class Store:
         self, run_id: str, fields: dict[str, Any], log: Iterable[dict[str, float]]
     ) -> None:
         """The train stage's rows for one run, in one transaction."""
+        fields = {k: v for k, v in fields.items() if k in RUN_FIELDS}
         with self.transaction() as c:
             _update_run(c, run_id, fields)
             c.execute("DELETE FROM train_log WHERE run_id=?", (run_id,))

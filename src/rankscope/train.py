@@ -1,15 +1,25 @@
-"""Train one run with `transformers.Trainer`; loss on the completion only.
+"""Train one run with `transformers.Trainer`; loss on the completion only; resumable.
 
 The Trainer is used as is (no subclass): the model comes prepared by its method, the data
-is a `datasets.Dataset` of token ids with the prompt masked out of the labels.
+is a `datasets.Dataset` of token ids with the prompt masked out of the labels. Every
+`train.save_steps` optimizer steps it saves a checkpoint (model or adapter, optimizer,
+scheduler, RNG, trainer state) under the work dir, and a later call resumes from the newest
+*complete* one. Ctrl-C (see `STOP`) asks for a checkpoint at the next step and a clean stop.
 """
 
 from __future__ import annotations
 
+import gc
+import json
 import math
+import os
 import resource
+import shutil
+import signal
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +27,83 @@ from rankscope.config import SweepConfig
 from rankscope.errors import RankscopeError
 from rankscope.tasks import Item
 
+COMPLETE = "COMPLETE"  # written into a checkpoint dir after the Trainer finished saving it
+SETTINGS = "settings.json"  # micro-batch / grad-accum in use (changed by an OOM retry)
+
 
 class NonFiniteLoss(RankscopeError):
     """The train loss became NaN/inf."""
+
+
+class OutOfMemory(RankscopeError):
+    """Training ran out of memory (after the optional retry)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Stopped on request (Ctrl-C) at a safe point; the run resumes on the next start."""
+
+
+class _Stop:
+    """Ctrl-C state: the first SIGINT inside a deferring section asks for a clean stop."""
+
+    requested = False
+    deferring = 0
+
+
+STOP = _Stop()
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    if STOP.requested or not STOP.deferring:
+        raise KeyboardInterrupt  # second Ctrl-C, or nothing worth saving: stop at once
+    STOP.requested = True
+    sys.stderr.write(
+        "\nstopping after the next step (a checkpoint is saved); Ctrl-C again to stop at once\n"
+    )
+
+
+@contextmanager
+def interrupt_handler() -> Iterator[None]:
+    """Install the two-stage Ctrl-C handler (main thread only) for the duration."""
+    STOP.requested = False
+    try:
+        previous = signal.signal(signal.SIGINT, _on_sigint)
+    except ValueError:  # not the main thread: keep Python's default
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Inside, a first Ctrl-C only sets STOP.requested; the code stops at its next safe point."""
+    STOP.deferring += 1
+    try:
+        yield
+    finally:
+        STOP.deferring -= 1
+
+
+def check_stop(where: str) -> None:
+    """A safe point: raise Interrupted if a stop was requested."""
+    if STOP.requested:
+        raise Interrupted(f"interrupted {where}")
+
+
+def kill_point(name: str) -> None:
+    """Crash-test hook: RANKSCOPE_TEST_KILL_AT=<name>:<n> SIGKILLs this process at the n-th hit."""
+    spec = os.environ.get("RANKSCOPE_TEST_KILL_AT")
+    if not spec or spec.rsplit(":", 1)[0] != name:
+        return
+    hits = _KILL_HITS[name] = _KILL_HITS.get(name, 0) + 1
+    if hits == int(spec.rsplit(":", 1)[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_KILL_HITS: dict[str, int] = {}
 
 
 def encode(items: list[Item], tok: Any, max_len: int) -> list[dict[str, list[int]]]:
@@ -50,7 +134,14 @@ def _precision(cfg: SweepConfig) -> dict[str, bool]:
     return {"bf16": want == "bf16", "fp16": want == "fp16"}
 
 
-def training_args(cfg: SweepConfig, lr: float, seed: int, out: Path) -> Any:
+def training_args(
+    cfg: SweepConfig,
+    lr: float,
+    seed: int,
+    out: Path,
+    batch_size: int | None = None,
+    grad_accum: int | None = None,
+) -> Any:
     import torch
     from transformers import TrainingArguments
 
@@ -58,8 +149,8 @@ def training_args(cfg: SweepConfig, lr: float, seed: int, out: Path) -> Any:
     return TrainingArguments(
         output_dir=str(out),
         num_train_epochs=t.epochs,
-        per_device_train_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
+        per_device_train_batch_size=batch_size or t.batch_size,
+        gradient_accumulation_steps=grad_accum or t.grad_accum,
         learning_rate=lr,
         lr_scheduler_type=t.scheduler,
         warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
@@ -67,7 +158,9 @@ def training_args(cfg: SweepConfig, lr: float, seed: int, out: Path) -> Any:
         max_grad_norm=t.max_grad_norm,
         optim="adamw_torch",
         logging_steps=t.logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if t.save_steps else "no",
+        save_steps=t.save_steps or 500,
+        save_total_limit=2,  # the newest may be half-written when killed; the one before is whole
         report_to="none",
         seed=seed,
         data_seed=seed,
@@ -76,34 +169,65 @@ def training_args(cfg: SweepConfig, lr: float, seed: int, out: Path) -> Any:
         disable_tqdm=True,
         remove_unused_columns=False,
         **_precision(cfg),
+        **_checkpointing(t.gradient_checkpointing),
     )
 
 
-def _callback(log: list[dict[str, float]], on_progress: Callable[[int, int], None] | None):
+def _checkpointing(on: bool) -> dict[str, bool]:
+    """transformers >= 5.x renamed gradient_checkpointing (the old name warns, even when off)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    key = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in names
+        else "gradient_checkpointing"
+    )
+    return {key: on}
+
+
+def _callback(on_progress: Callable[[int, int], None] | None):
     from transformers import TrainerCallback
 
-    class LogAndGuard(TrainerCallback):
-        """Collect the loss curve, report progress, stop at the first non-finite loss."""
+    class GuardAndCheckpoint(TrainerCallback):
+        """Stop at the first non-finite loss; mark whole checkpoints; honour a Ctrl-C."""
 
         def on_log(self, args, state, control, logs=None, **kw):
-            if logs and "loss" in logs:
-                loss = float(logs["loss"])
-                log.append(
-                    {
-                        "step": state.global_step,
-                        "loss": loss,
-                        "lr": float(logs.get("learning_rate", 0.0)),
-                        "epoch": float(logs.get("epoch", 0.0)),
-                    }
-                )
-                if not math.isfinite(loss):
-                    raise NonFiniteLoss(f"train loss became {loss} at step {state.global_step}")
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise NonFiniteLoss(f"train loss became {loss} at step {state.global_step}")
 
         def on_step_end(self, args, state, control, **kw):
+            kill_point("step")
+            if STOP.requested:  # save at this step, then leave the loop cleanly
+                control.should_save = True
+                control.should_training_stop = True
             if on_progress:
                 on_progress(state.global_step, state.max_steps)
 
-    return LogAndGuard()
+        def on_save(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                (ckpt / COMPLETE).write_text(str(state.global_step))
+            kill_point("checkpoint")
+
+    return GuardAndCheckpoint()
+
+
+def last_checkpoint(work_dir: Path) -> Path | None:
+    """The newest complete checkpoint; incomplete ones (killed mid-save) are deleted."""
+    if not work_dir.is_dir():
+        return None
+    ckpts = sorted(
+        (p for p in work_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    for p in [p for p in ckpts if not (p / COMPLETE).exists()]:
+        shutil.rmtree(p, ignore_errors=True)
+    whole = [p for p in ckpts if (p / COMPLETE).exists()]
+    return whole[-1] if whole else None
 
 
 def peak_memory_mb() -> float:
@@ -112,6 +236,20 @@ def peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _loss_log(history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """The loss curve from the Trainer's log history (restored with a checkpoint)."""
+    return [
+        {
+            "step": int(h["step"]),
+            "loss": float(h["loss"]),
+            "lr": float(h.get("learning_rate", 0.0)),
+            "epoch": float(h.get("epoch", 0.0)),
+        }
+        for h in history
+        if "loss" in h
+    ]
 
 
 def train(
@@ -123,39 +261,120 @@ def train(
     seed: int,
     work_dir: Path,
     on_progress: Callable[[int, int], None] | None = None,
+    batch_size: int | None = None,
+    grad_accum: int | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune `model` in place; return the train record for the store."""
+    """Fine-tune `model` in place, resuming from work_dir's last checkpoint; return the record.
+
+    Raises Interrupted when a Ctrl-C stopped it (after saving a checkpoint).
+    """
     import torch
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, Trainer
     from transformers.trainer_callback import PrinterCallback
 
     rows = encode(items, tok, cfg.train.max_seq_len)
-    dataset = Dataset.from_list(rows)
-    collator = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)
-    log: list[dict[str, float]] = []
+    args = training_args(cfg, lr, seed, work_dir, batch_size, grad_accum)
     model.train()
     trainer = Trainer(
         model=model,
-        args=training_args(cfg, lr, seed, work_dir),
-        train_dataset=dataset,
-        data_collator=collator,
-        callbacks=[_callback(log, on_progress)],
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
+        callbacks=[_callback(on_progress)],
     )
     trainer.remove_callback(PrinterCallback)  # our own progress bars report instead
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    resume = last_checkpoint(work_dir)
     t0 = time.perf_counter()
-    trainer.train()
+    with deferred_interrupts():
+        out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - t0
+    if STOP.requested and trainer.state.global_step < trainer.state.max_steps:
+        raise Interrupted(f"interrupted at train step {trainer.state.global_step}")
     model.eval()
+    log = _loss_log(trainer.state.log_history)
+    final = log[-1]["loss"] if log else out.training_loss  # fewer steps than logging_steps
+    if not math.isfinite(final):
+        raise NonFiniteLoss(f"training produced no finite loss (final loss {final})")
     n_tokens = sum(len(r["input_ids"]) for r in rows) * cfg.train.epochs
-    if not log or not math.isfinite(log[-1]["loss"]):
-        raise NonFiniteLoss("training produced no finite loss")
     return {
         "train_seconds": seconds,
         "tokens_per_second": n_tokens / max(seconds, 1e-9),
         "peak_memory_mb": peak_memory_mb(),
-        "final_train_loss": log[-1]["loss"],
+        "final_train_loss": final,
+        "batch_size": args.per_device_train_batch_size,
+        "grad_accum": args.gradient_accumulation_steps,
+        "resumed_from_step": int(resume.name.split("-")[-1]) if resume else 0,
         "log": log,
     }
+
+
+# ------------------------------------------------------------------ out of memory
+def is_oom(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, torch.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+    )
+
+
+def oom_advice(run_id: str, batch_size: int, grad_accum: int, retried: bool) -> str:
+    tried = " (a retry with half the micro-batch ran out of memory too)" if retried else ""
+    return (
+        f"out of memory in {run_id} at train.batch_size={batch_size}, "
+        f"train.grad_accum={grad_accum}{tried}: lower train.batch_size and raise "
+        "train.grad_accum by the same factor (same effective batch), set "
+        "train.gradient_checkpointing=true, or shorten train.max_seq_len"
+    )
+
+
+def _settings(work_dir: Path, cfg: SweepConfig) -> tuple[int, int, bool]:
+    """(micro-batch, grad-accum, already retried) for this run, from an earlier OOM retry."""
+    path = work_dir / SETTINGS
+    if path.is_file():
+        s = json.loads(path.read_text())
+        return s["batch_size"], s["grad_accum"], True
+    return cfg.train.batch_size, cfg.train.grad_accum, False
+
+
+def fit(
+    prepare: Callable[[], Any],
+    tok: Any,
+    items: list[Item],
+    cfg: SweepConfig,
+    run_id: str,
+    lr: float,
+    seed: int,
+    work_dir: Path,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """`train` a freshly prepared model; on out-of-memory retry once (train.oom_retry) with
+    half the micro-batch and twice the grad-accum, so the effective batch stays the same."""
+    bs, accum, retried = _settings(work_dir, cfg)
+    while True:
+        model = prepare()
+        try:
+            return model, train(model, tok, items, cfg, lr, seed, work_dir, on_progress, bs, accum)
+        except Exception as e:
+            if not is_oom(e):
+                raise
+            del model
+            _free_memory()
+            if retried or not cfg.train.oom_retry or bs % 2:
+                raise OutOfMemory(oom_advice(run_id, bs, accum, retried)) from None
+            bs, accum, retried = bs // 2, accum * 2, True
+            shutil.rmtree(work_dir, ignore_errors=True)  # checkpoints of the old batch layout
+            work_dir.mkdir(parents=True)
+            tmp = work_dir / (SETTINGS + ".tmp")
+            tmp.write_text(json.dumps({"batch_size": bs, "grad_accum": accum}))
+            os.replace(tmp, work_dir / SETTINGS)
+
+
+def _free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

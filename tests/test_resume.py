@@ -1,0 +1,207 @@
+"""Crash safety: `rankscope run` killed (SIGKILL) or interrupted (Ctrl-C) resumes to the same store.
+
+The sweep runs in a subprocess. RANKSCOPE_TEST_KILL_AT=<point>:<n> makes it SIGKILL itself at
+the n-th pass through a named point: `checkpoint` (a Trainer checkpoint was just saved),
+`step` (an optimizer step ended), `eval` (an evaluation batch), `store` (inside the ingest
+transaction, before COMMIT), `file` (an atomic write, between temp file and rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+FULL, LORA = "toy-arith__full__s0", "toy-arith__lora-r4-a8__s0"
+
+
+def _args(out: Path, cache_dir: Path, *extra: str) -> list[str]:
+    sets = [
+        "name=crash",
+        f"model.cache_dir={cache_dir}",
+        "model.world=small",
+        "tasks.train=[toy-arith]",
+        "tasks.eval=[toy-arith, toy-general]",
+        "tasks.max_train_items=48",
+        "tasks.max_eval_items=24",
+        "methods.base=false",
+        "methods.full.lr=1e-3",
+        "methods.lora.ranks=[4]",
+        "methods.lora.lr=3e-3",
+        "train.epochs=1",
+        "train.batch_size=4",
+        "train.grad_accum=1",
+        "train.logging_steps=1",
+        "train.save_steps=4",  # 12 steps: checkpoints at 4, 8 (and 12)
+        "eval.batch_size=8",
+        "eval.max_new_tokens=16",
+        "analysis.probe_items=8",
+        "analysis.ablation_items=8",
+        *extra,
+    ]
+    return ["run", "-o", str(out), *(x for s in sets for x in ("--set", s))]
+
+
+def _env(kill_at: str | None = None) -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    env.pop("RANKSCOPE_TEST_KILL_AT", None)
+    if kill_at:
+        env["RANKSCOPE_TEST_KILL_AT"] = kill_at
+    return env
+
+
+def rankscope(args: list[str], kill_at: str | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "rankscope.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=_env(kill_at), timeout=600)
+
+
+def content(out: Path) -> dict[str, list[tuple]]:
+    """The store's results, without what legitimately differs (timings, update times)."""
+    conn = sqlite3.connect(out / "results.sqlite")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    cols = "run_id, method, status, stage, error, config_hash, trainable_params, final_train_loss"
+    q = {
+        "runs": f"SELECT {cols} FROM runs",
+        "metrics": "SELECT * FROM metrics",
+        "predictions": "SELECT * FROM predictions",
+        "train_log": "SELECT * FROM train_log",
+        "analysis": "SELECT * FROM analysis",
+    }
+    out_rows = {k: sorted(conn.execute(v).fetchall(), key=repr) for k, v in q.items()}
+    conn.close()
+    return out_rows
+
+
+def leftovers(out: Path) -> list[str]:
+    names = ("*.tmp", "trainer", "RUNNING", "progress.json", "error.txt")
+    return sorted(str(p.relative_to(out)) for n in names for p in out.rglob(n))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, cache_dir, small_model_dir) -> dict[str, list[tuple]]:
+    out = tmp_path_factory.mktemp("reference")
+    res = rankscope(_args(out, cache_dir))
+    assert res.returncode == 0, res.stderr
+    return content(out)
+
+
+def _killed(out: Path, cache_dir: Path, point: str) -> None:
+    res = rankscope(_args(out, cache_dir), kill_at=point)
+    assert res.returncode == -signal.SIGKILL, (point, res.returncode, res.stderr[-2000:])
+
+
+@pytest.mark.slow
+def test_sigkill_at_every_point_then_rerun_gives_the_uninterrupted_store(
+    tmp_path, cache_dir, reference
+):
+    out, full = tmp_path / "out", tmp_path / "out" / "runs" / FULL
+    _killed(out, cache_dir, "checkpoint:2")  # just after checkpoint-8 of the full run
+    assert (full / "trainer" / "checkpoint-8" / "COMPLETE").exists()
+    assert not (full / "TRAINED").exists()
+    _killed(out, cache_dir, "step:2")  # resumed at 8, killed at step 10: checkpoint-8 is newest
+    ckpts = sorted(p.name for p in (full / "trainer").glob("checkpoint-*"))
+    assert ckpts == ["checkpoint-4", "checkpoint-8"]  # bounded: save_total_limit
+    _killed(out, cache_dir, "eval:2")  # resumed at 8, trained, killed in the 1st task's eval
+    assert json.loads((full / "TRAINED").read_text())["resumed_from_step"] == 8
+    assert not list(full.glob("eval/*.json"))
+    _killed(out, cache_dir, "store:2")  # inside an ingest transaction
+    content(out)  # the store is consistent (integrity check) after a kill mid-write
+    _killed(out, cache_dir, "file:2")  # between a temp file and its rename
+    assert list(out.rglob("*.tmp"))
+    res = rankscope(_args(out, cache_dir))
+    assert res.returncode == 0, res.stderr
+    assert leftovers(out) == []
+    got = content(out)
+    assert got == reference  # same runs, metrics, per-item predictions; no duplicate rows
+    assert len(got["predictions"]) == 2 * 2 * 24
+
+
+@pytest.mark.slow
+def test_store_deleted_then_reindexed_is_equal(tmp_path, cache_dir, reference):
+    out = tmp_path / "out"
+    assert rankscope(_args(out, cache_dir)).returncode == 0
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{out / 'results.sqlite'}{suffix}").unlink(missing_ok=True)
+    res = rankscope(["reindex", str(out)])
+    assert res.returncode == 0, res.stderr
+    assert content(out) == reference
+    res = rankscope(["status", str(out)])
+    assert res.returncode == 0 and res.stdout.count(" done ") == 2, res.stdout
+
+
+def _start_and_wait_for_training(out: Path, cache_dir: Path) -> subprocess.Popen:
+    """A sweep long enough to interrupt (48 steps, no periodic checkpoint), at step >= 2."""
+    args = _args(out, cache_dir, "tasks.max_train_items=96", "train.epochs=2", "train.save_steps=0")
+    cmd = [sys.executable, "-m", "rankscope.cli", *args]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=_env())
+    progress = out / "runs" / FULL / "progress.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if json.loads(progress.read_text())["step"] >= 2:
+                return proc
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"training never started: {proc.stderr.read().decode()[-2000:]}")
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_stops_cleanly_and_resumes(tmp_path, cache_dir, small_model_dir):
+    out, full = tmp_path / "out", tmp_path / "out" / "runs" / FULL
+    proc = _start_and_wait_for_training(out, cache_dir)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    err = " ".join(err.decode().split())
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted; rerun to resume" in err and "Traceback" not in err
+    (ckpt,) = (full / "trainer").glob("checkpoint-*")  # saved at the step after Ctrl-C
+    assert (ckpt / "COMPLETE").exists() and not (full / "TRAINED").exists()
+    stopped_at = int(ckpt.name.split("-")[1])
+    assert 2 <= stopped_at < 48
+    conn = sqlite3.connect(out / "results.sqlite")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    (status,) = conn.execute("SELECT status FROM runs WHERE run_id=?", (FULL,)).fetchone()
+    assert status == "interrupted"
+    conn.close()
+    args = _args(out, cache_dir, "tasks.max_train_items=96", "train.epochs=2", "train.save_steps=0")
+    res = rankscope(args)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((full / "TRAINED").read_text())["resumed_from_step"] == stopped_at
+    assert leftovers(out) == []
+
+
+@pytest.mark.slow
+def test_second_ctrl_c_stops_at_once(tmp_path, cache_dir, small_model_dir):
+    out = tmp_path / "out"
+    proc = _start_and_wait_for_training(out, cache_dir)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    conn = sqlite3.connect(out / "results.sqlite")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+
+
+def test_sigint_handler_defers_the_first_and_raises_on_the_second():
+    from rankscope.train import STOP, _on_sigint, deferred_interrupts
+
+    STOP.requested = False
+    with pytest.raises(KeyboardInterrupt):  # outside a deferring section: at once
+        _on_sigint(signal.SIGINT, None)
+    with deferred_interrupts():
+        _on_sigint(signal.SIGINT, None)  # first: only asks for a stop
+        assert STOP.requested
+        with pytest.raises(KeyboardInterrupt):  # second: at once
+            _on_sigint(signal.SIGINT, None)
+    STOP.requested = False

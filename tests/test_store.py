@@ -1,0 +1,144 @@
+"""The results store as the driver fills it: ingest run dirs idempotently, rebuild from them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import small_sweep
+
+from rankscope.pipeline import STORE_NAME, reindex_sweep, run_sweep
+from rankscope.runner import ingest_run
+from rankscope.store import Store
+
+TABLES = ("runs", "metrics", "predictions", "train_log", "analysis", "meta")
+
+
+def content(path: Path, sweep: Path | None = None) -> dict[str, list[tuple]]:
+    """Every table's rows, but update times; the sweep dir's own path reads <dir>."""
+    root = str(sweep or path.parent)
+    store = Store(path)
+    out = {}
+
+    def norm(v):
+        return v.replace(root, "<dir>") if isinstance(v, str) else v
+
+    for table in TABLES:
+        cur = store.conn.execute(f"SELECT * FROM {table}")
+        cols = [d[0] for d in cur.description]
+        rows = [
+            tuple(norm(v) for c, v in zip(cols, r, strict=True) if c != "updated_at") for r in cur
+        ]
+        out[table] = sorted(rows, key=repr)
+    store.close()
+    return out
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory, cache_dir, small_model_dir) -> Path:
+    """A real, small finished sweep: base + one LoRA run, evaluated on two tasks, analysed."""
+    out = tmp_path_factory.mktemp("sweep")
+    cfg = small_sweep(
+        out,
+        cache_dir,
+        "tasks.max_train_items=16",
+        "tasks.max_eval_items=8",
+        "tasks.eval=[toy-arith, toy-general]",
+        "methods.full.enabled=false",
+        "methods.lora.ranks=[4]",
+        "train.epochs=1",
+        "analysis.attention=false",
+    )
+    outcome = run_sweep(cfg, report=False)
+    assert len(outcome.done) == 2 and not outcome.failed
+    return out
+
+
+def test_ingesting_twice_changes_nothing(sweep_dir, tmp_path):
+    before = content(sweep_dir / STORE_NAME)
+    assert before["metrics"] and before["predictions"] and before["analysis"]
+    copy = tmp_path / STORE_NAME
+    shutil.copy(sweep_dir / STORE_NAME, copy)
+    store = Store(copy)
+    for rdir in sorted((sweep_dir / "runs").iterdir()):
+        ingest_run(store, rdir)
+        ingest_run(store, rdir)
+    store.close()
+    assert content(copy, sweep_dir) == before
+
+
+def test_a_rewritten_unit_replaces_its_rows(sweep_dir, tmp_path):
+    out = tmp_path / "sweep"
+    shutil.copytree(sweep_dir, out)
+    rdir = out / "runs" / "base"
+    path = rdir / "eval" / "toy-general.json"
+    doc = json.loads(path.read_text())
+    doc["predictions"] = doc["predictions"][:3]  # a unit redone with fewer items
+    path.write_text(json.dumps(doc))
+    os.utime(path, ns=(1, 1))  # a different signature, whatever the clock
+    store = Store(out / STORE_NAME)
+    ingest_run(store, rdir)
+    assert len(store.predictions("base", "toy-general")) == 3
+    store.close()
+
+
+def test_store_deleted_then_reindexed_has_equal_content(sweep_dir, tmp_path):
+    out = tmp_path / "sweep"
+    shutil.copytree(sweep_dir, out)
+    before = content(out / STORE_NAME, sweep_dir)  # its paths name the original dir
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{out / STORE_NAME}{suffix}").unlink(missing_ok=True)
+    assert reindex_sweep(out) == 2
+    assert content(out / STORE_NAME) == before
+    assert reindex_sweep(out) == 2  # over an existing store: the same again
+    assert content(out / STORE_NAME) == before
+
+
+def test_two_runs_finishing_at_the_same_moment(sweep_dir, tmp_path):
+    """Two drivers' threads ingest at once: transactions serialise, nothing lost or doubled."""
+    out = tmp_path / "sweep"
+    shutil.copytree(sweep_dir, out)
+    before = content(out / STORE_NAME, sweep_dir)  # its paths name the original dir
+    (out / STORE_NAME).unlink()
+    Store(out / STORE_NAME).close()
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def ingest(run_id: str) -> None:
+        store = Store(out / STORE_NAME)  # its own connection
+        try:
+            barrier.wait()
+            ingest_run(store, out / "runs" / run_id)
+        except BaseException as e:  # reported below, in the test's thread
+            errors.append(e)
+        finally:
+            store.close()
+
+    threads = [
+        threading.Thread(target=ingest, args=(r,)) for r in ("base", "toy-arith__lora-r4-a8__s0")
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    got = content(out / STORE_NAME)
+    for table in ("runs", "metrics", "predictions", "train_log"):
+        assert got[table] == before[table]
+    # fit rows are the driver's cross-run step, made after ingestion
+    assert got["analysis"] == [r for r in before["analysis"] if r[1] != "spectral_fit"]
+
+
+def test_a_failed_transaction_leaves_nothing(tmp_path):
+    store = Store(tmp_path / STORE_NAME)
+    with pytest.raises(RuntimeError), store.transaction():
+        store.save_eval("r", "t", {"acc": (1.0, 0.0, 1)}, [])
+        with store.transaction():  # a nested one joins the outer
+            store.set_meta({"k": "v"})
+        raise RuntimeError("killed mid-unit")
+    assert store.metrics() == [] and store.get_meta("k") is None
+    store.close()

@@ -1,0 +1,158 @@
+"""Training on the small toy world: resume from a checkpoint, out-of-memory retry, options."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import small_sweep
+
+from rankscope.methods import METHODS, load_base
+from rankscope.pipeline import sweep_for
+from rankscope.plan import make_plan
+from rankscope.train import OutOfMemory, fit, train, training_args
+
+
+def _setup(tmp_path: Path, cache_dir: Path, *extra: str):
+    cfg = small_sweep(
+        tmp_path / "out",
+        cache_dir,
+        "tasks.max_train_items=32",
+        "methods.base=false",
+        "methods.full.enabled=false",
+        "methods.lora.ranks=[4]",
+        "methods.lora.dropout=0.2",  # dropout on: resume must restore the RNG
+        "train.epochs=2",
+        "train.batch_size=4",
+        "train.grad_accum=1",
+        "train.logging_steps=1",
+        "train.save_steps=3",
+        "train.precision=fp32",
+        *extra,
+    )
+    (run,) = make_plan(cfg)
+    items = sweep_for(cfg).items(run.train_task, "train")
+    tok = load_base(cfg.model)[1]
+
+    def prepare(seed: int = run.seed):
+        from transformers import set_seed
+
+        set_seed(seed)
+        return METHODS["lora"].prepare(load_base(cfg.model)[0], run, cfg)
+
+    return cfg, run, items, tok, prepare
+
+
+class Crash(Exception):
+    """Stands for a kill: training ends abruptly, only checkpoints on disk remain."""
+
+
+def _crash_at(step: int):
+    def on_progress(done: int, total: int) -> None:
+        if done == step:
+            raise Crash(step)
+
+    return on_progress
+
+
+def _adapter(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" in k}
+
+
+def _interrupted_then_resumed(cfg, run, items, tok, prepare, work: Path):
+    with pytest.raises(Crash):
+        train(prepare(), tok, items, cfg, run.lr, run.seed, work, _crash_at(7))
+    assert sorted(p.name for p in work.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+    torch.manual_seed(12345)  # a fresh process: other global RNG state, other LoRA init
+    model = prepare(seed=99)
+    return model, train(model, tok, items, cfg, run.lr, run.seed, work)
+
+
+def test_resume_reproduces_uninterrupted_training(tmp_path, cache_dir, small_model_dir):
+    cfg, run, items, tok, prepare = _setup(tmp_path, cache_dir)
+    straight = prepare()
+    ref = train(straight, tok, items, cfg, run.lr, run.seed, tmp_path / "a")
+    model, rec = _interrupted_then_resumed(cfg, run, items, tok, prepare, tmp_path / "b")
+    assert rec["resumed_from_step"] == 6 and ref["resumed_from_step"] == 0
+    # the loss curve (restored log history + the resumed steps) and the weights match
+    assert [r["step"] for r in rec["log"]] == [r["step"] for r in ref["log"]] == list(range(1, 17))
+    for a, b in zip(rec["log"], ref["log"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-7)
+    ref_w, got_w = _adapter(straight), _adapter(model)
+    assert ref_w.keys() == got_w.keys() and ref_w
+    for k in ref_w:
+        torch.testing.assert_close(got_w[k], ref_w[k], rtol=1e-6, atol=1e-7)
+
+
+def test_without_rng_restore_the_resumed_run_differs(
+    tmp_path, cache_dir, small_model_dir, monkeypatch
+):
+    """The check above has teeth: skipping the RNG restore changes the dropout masks."""
+    from transformers import Trainer
+
+    cfg, run, items, tok, prepare = _setup(tmp_path, cache_dir)
+    ref = train(prepare(), tok, items, cfg, run.lr, run.seed, tmp_path / "a")
+    monkeypatch.setattr(Trainer, "_load_rng_state", lambda self, ckpt: None)
+    _, rec = _interrupted_then_resumed(cfg, run, items, tok, prepare, tmp_path / "b")
+    assert rec["log"][-1]["loss"] != pytest.approx(ref["log"][-1]["loss"], rel=1e-6)
+
+
+def _oom_on_first_call(monkeypatch, exc: BaseException) -> list[tuple[int, int]]:
+    from transformers import Trainer
+
+    calls: list[tuple[int, int]] = []
+    real = Trainer.train
+
+    def flaky(self, *a, **k):
+        calls.append((self.args.per_device_train_batch_size, self.args.gradient_accumulation_steps))
+        if len(calls) == 1:
+            raise exc
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "train", flaky)
+    return calls
+
+
+def test_oom_retries_with_half_micro_batch_same_effective_batch(
+    tmp_path, cache_dir, small_model_dir, monkeypatch
+):
+    cfg, run, items, tok, prepare = _setup(tmp_path, cache_dir, "train.epochs=1")
+    calls = _oom_on_first_call(monkeypatch, torch.OutOfMemoryError("CUDA out of memory."))
+    model, rec = fit(prepare, tok, items, cfg, run.run_id, run.lr, run.seed, tmp_path / "w")
+    assert calls == [(4, 1), (2, 2)]  # the retry really ran with the changed settings
+    assert (rec["batch_size"], rec["grad_accum"]) == (2, 2)
+    assert rec["log"][-1]["step"] == len(items) // 4  # same number of optimizer steps
+    assert math.isfinite(rec["final_train_loss"])
+
+
+@pytest.mark.parametrize(
+    "exc", [torch.OutOfMemoryError("CUDA out of memory."), RuntimeError("CPU: out of memory")]
+)
+def test_oom_without_retry_names_the_run_and_what_to_change(
+    tmp_path, cache_dir, small_model_dir, monkeypatch, exc
+):
+    cfg, run, items, tok, prepare = _setup(tmp_path, cache_dir, "train.oom_retry=false")
+    calls = _oom_on_first_call(monkeypatch, exc)
+    with pytest.raises(OutOfMemory) as err:
+        fit(prepare, tok, items, cfg, run.run_id, run.lr, run.seed, tmp_path / "w")
+    msg = str(err.value)
+    assert calls == [(4, 1)]
+    for needle in (run.run_id, "train.batch_size=4", "train.grad_accum", "gradient_checkpointing"):
+        assert needle in msg
+
+
+def test_gradient_checkpointing_is_passed_and_lora_still_learns(
+    tmp_path, cache_dir, small_model_dir
+):
+    cfg, run, items, tok, prepare = _setup(
+        tmp_path, cache_dir, "train.gradient_checkpointing=true", "train.epochs=1"
+    )
+    assert training_args(cfg, 1e-3, 0, tmp_path).gradient_checkpointing
+    model = prepare()
+    before = _adapter(model)
+    rec = train(model, tok, items, cfg, run.lr, run.seed, tmp_path / "w")
+    after = _adapter(model)
+    moved = [k for k in before if "lora_B" in k and not torch.equal(before[k], after[k])]
+    assert moved and math.isfinite(rec["final_train_loss"])
