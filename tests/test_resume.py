@@ -205,3 +205,32 @@ def test_sigint_handler_defers_the_first_and_raises_on_the_second():
         with pytest.raises(KeyboardInterrupt):  # second: at once
             _on_sigint(signal.SIGINT, None)
     STOP.requested = False
+
+
+def _runner(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "rankscope.runner", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+
+
+def test_runner_module_runs_one_unit_and_reports_bad_input(tmp_path, cache_dir, small_model_dir):
+    from conftest import small_sweep
+
+    from rankscope.runner import write_sweep_file
+
+    out = tmp_path / "sweep"
+    res = _runner(str(out), "base")
+    assert res.returncode == 2 and "sweep.yaml: not found" in res.stderr
+    cfg = small_sweep(out, cache_dir, "tasks.max_eval_items=8", "analysis.enabled=false")
+    write_sweep_file(cfg, out)
+    res = _runner(str(out), "no-such-run")
+    assert res.returncode == 2 and "not in the sweep's plan" in res.stderr
+    res = _runner(str(out), "base")
+    assert res.returncode == 0, res.stderr
+    rdir = out / "runs" / "base"
+    assert sorted(p.name for p in rdir.glob("eval/*.json")) == [
+        f"{t}.json" for t in sorted(cfg.tasks.eval)
+    ]
+    done = (rdir / "DONE").stat().st_mtime_ns
+    assert _runner(str(out), "base").returncode == 0  # idempotent: DONE holds the hash
+    assert (rdir / "DONE").stat().st_mtime_ns == done
+    assert not (out / "results.sqlite").exists()  # a worker never writes the store

@@ -258,8 +258,6 @@ def _eval_stage(u: Unit, trained: tuple[Any, Any] | None) -> None:
 
 
 def _evaluate_task(u: Unit, model: Any, tok: Any, task: str) -> dict[str, Any]:
-    import inspect
-
     from rankscope.evaluate import evaluate
 
     items, label, done = u.sweep.items(task, "test"), f"  {u.run.run_id} on {task}", [0]
@@ -270,13 +268,17 @@ def _evaluate_task(u: Unit, model: Any, tok: Any, task: str) -> dict[str, Any]:
         done[0] += n
         u.stages.step(label, done[0], len(items))
 
-    kw = {}
-    if "acc_norm" in inspect.signature(evaluate).parameters:  # until evaluate.py has it
-        kw["acc_norm"] = u.cfg.eval.acc_norm
     e = u.cfg.eval
     with deferred_interrupts():
         metrics, preds = evaluate(
-            model, tok, TASKS[task], items, e.batch_size, e.max_new_tokens, progress, **kw
+            model,
+            tok,
+            TASKS[task],
+            items,
+            e.batch_size,
+            e.max_new_tokens,
+            progress,
+            acc_norm=e.acc_norm,
         )
     return {"task": task, "metrics": metrics, "predictions": preds}
 
