@@ -19,6 +19,7 @@ from rankscope.errors import ConfigError, RankscopeError
 from rankscope.plan import RunSpec
 
 _BASE_CACHE: dict[str, Any] = {}
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 def resolve_model_path(mcfg: ModelConfig) -> Path | str:
@@ -40,6 +41,11 @@ def resolve_model_path(mcfg: ModelConfig) -> Path | str:
             raise ConfigError(
                 f"model.name: {path} exists but has no config.json; expected a "
                 "Hugging Face model directory"
+            )
+        if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+            raise ConfigError(
+                f"model.name: {path} has no tokenizer files ({', '.join(_TOKENIZER_FILES)}); "
+                "save the tokenizer beside the weights (tokenizer.save_pretrained)"
             )
         return path
     if not _hub_available(mcfg.name):

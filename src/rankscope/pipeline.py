@@ -8,6 +8,7 @@ then fits across runs and writes the report. A rerun picks up from the files.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -64,9 +65,16 @@ class Sweep:
         return self._items[key]
 
     def check_leaks(self) -> None:
-        for tt in self.cfg.tasks.train:
-            for et in self.cfg.tasks.eval:
-                check_no_overlap(tt, self.items(tt, "train"), et, self.items(et, "test"))
+        """Refuse eval items that also occur in a training set. Compared zero-shot: few-shot
+        exemplars in the eval prompts would hide a leaked question from the hash."""
+        ctx = self.ctx
+        if self.cfg.data.shots:
+            ctx = dataclasses.replace(ctx, data=dataclasses.replace(self.cfg.data, shots=0))
+        limit = self.cfg.tasks.max_eval_items
+        for et in self.cfg.tasks.eval:
+            evals = TASKS[et].items("test", ctx, limit) if ctx is not self.ctx else None
+            for tt in self.cfg.tasks.train:
+                check_no_overlap(tt, self.items(tt, "train"), et, evals or self.items(et, "test"))
 
     def run_dir(self, run: RunSpec | str) -> Path:
         return self.out / "runs" / (run if isinstance(run, str) else run.run_id)
@@ -184,6 +192,7 @@ def run_sweep(
 ) -> SweepOutcome:
     """Run every due run of the sweep through its executor, then write the report."""
     from rankscope.analyze import fit_rows
+    from rankscope.preflight import check_model_fits
     from rankscope.runner import write_sweep_file
 
     quiet_libraries()
@@ -194,6 +203,7 @@ def run_sweep(
         from rankscope.methods import resolve_model_path
 
         resolve_model_path(cfg.model)
+    check_model_fits(cfg)  # LoRA targets exist, ranks fit: before anything is written
     sweep.out.mkdir(parents=True, exist_ok=True)
     store = Store(sweep.out / STORE_NAME)
     outcome = SweepOutcome(sweep.out)

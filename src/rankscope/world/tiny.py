@@ -20,7 +20,7 @@ from typing import Any
 from rankscope.world.build import default_cache_dir
 
 TINY_NAME = "tiny-real"
-SPEC = {"vocab": 4096, "d": 128, "layers": 4, "heads": 4, "ff": 256, "steps": 300, "seq": 256}
+SPEC = {"vocab": 2048, "d": 96, "layers": 2, "heads": 4, "ff": 192, "steps": 200, "seq": 128, "batch": 8}
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 
 
@@ -89,7 +89,7 @@ def _pretrain(tok: Any, texts: list[str], seed: int = 0) -> Any:
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     n = SPEC["seq"]
     for _ in range(SPEC["steps"]):
-        starts = [rng.randrange(max(1, len(stream) - n)) for _ in range(16)]
+        starts = [rng.randrange(max(1, len(stream) - n)) for _ in range(SPEC["batch"])]
         ids = torch.tensor([stream[s : s + n] for s in starts])
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
