@@ -164,6 +164,7 @@ def submit(
     poll_s: float = 0.5,
 ) -> None:
     """Run `run_ids` on this machine's GPUs, `gpus_per_run` each, as many at once as fit."""
+    sweep_dir = Path(sweep_dir).resolve()  # workers may start in another directory
     devices = visible_devices() if devices is None else list(devices)
     n = _check(cfg, devices)
     pool, pending = GpuPool(devices), deque(run_ids)

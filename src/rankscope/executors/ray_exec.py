@@ -70,6 +70,7 @@ def submit(
 
     if not run_ids:
         return
+    sweep_dir = Path(sweep_dir).resolve()  # workers may start in another directory
     connect(cfg)
     e = cfg.executor
     task = ray.remote(run_task).options(

@@ -121,6 +121,7 @@ def submit(
     """Submit the runs as one job array; call on_finished (in this process) as each ends."""
     if not run_ids:
         return
+    sweep_dir = Path(sweep_dir).resolve()  # workers may start in another directory
     executor = make_executor(cfg, sweep_dir)
     jobs = executor.map_array(RunJob(cfg.executor), [str(sweep_dir)] * len(run_ids), run_ids)
     pending = list(zip(jobs, run_ids, strict=True))
