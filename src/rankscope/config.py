@@ -505,6 +505,11 @@ def validate(cfg: SweepConfig) -> None:
     _check(e.max_retries >= 0, "executor.max_retries: must be >= 0")
     _check(e.slurm_time_min >= 1, "executor.slurm_time_min: must be >= 1")
     _check(e.slurm_array_parallelism >= 1, "executor.slurm_array_parallelism: must be >= 1")
+    clusters = (None, "slurm", "local", "debug")
+    _check(
+        e.slurm_cluster in clusters,
+        f"executor.slurm_cluster: {e.slurm_cluster!r} is not one of null, slurm, local, debug",
+    )
 
 
 def dump_yaml(data: dict[str, Any]) -> str:
