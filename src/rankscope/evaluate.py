@@ -210,6 +210,7 @@ def eval_mcq(
 ) -> tuple[Metrics, list[dict]]:
     """`acc` by answer letter (and `acc_norm` by option text when asked), overall and per
     group, with per-item predictions."""
+    acc_norm = acc_norm and all(it.choices for it in items)  # needs every item's option texts
     letter_progress = None if acc_norm else progress  # acc_norm's pass is the long one
     scores = score_mcq(model, tok, items, batch_size, letter_progress)
     preds = [_mcq_pred(it, s) for it, s in zip(items, scores, strict=True)]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rankscope.errors import ConfigError
+
 
 def render_prompt(tok: Any, prompt: str, chat: bool) -> str:
     """`prompt` as the model should see it: unchanged, or as one user turn of the chat
@@ -18,8 +20,6 @@ def render_prompt(tok: Any, prompt: str, chat: bool) -> str:
     if not chat:
         return prompt
     if not getattr(tok, "chat_template", None):
-        from rankscope.errors import ConfigError
-
         raise ConfigError(
             "data.chat_template: the tokenizer has no chat template; "
             "set data.chat_template=false or use an instruct model whose tokenizer has one"
