@@ -252,6 +252,23 @@ def _loss_log(history: list[dict[str, Any]]) -> list[dict[str, float]]:
     ]
 
 
+def _trainer(model: Any, tok: Any, rows: list, args: Any, on_progress: Any) -> Any:
+    from datasets import Dataset
+    from transformers import DataCollatorForSeq2Seq, Trainer
+    from transformers.trainer_callback import PrinterCallback
+
+    model.train()
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
+        callbacks=[_callback(on_progress)],
+    )
+    trainer.remove_callback(PrinterCallback)  # our own progress bars report instead
+    return trainer
+
+
 def train(
     model: Any,
     tok: Any,
@@ -269,21 +286,10 @@ def train(
     Raises Interrupted when a Ctrl-C stopped it (after saving a checkpoint).
     """
     import torch
-    from datasets import Dataset
-    from transformers import DataCollatorForSeq2Seq, Trainer
-    from transformers.trainer_callback import PrinterCallback
 
     rows = encode(items, tok, cfg.train.max_seq_len)
     args = training_args(cfg, lr, seed, work_dir, batch_size, grad_accum)
-    model.train()
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
-        callbacks=[_callback(on_progress)],
-    )
-    trainer.remove_callback(PrinterCallback)  # our own progress bars report instead
+    trainer = _trainer(model, tok, rows, args, on_progress)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     resume = last_checkpoint(work_dir)
