@@ -156,3 +156,25 @@ def test_gradient_checkpointing_is_passed_and_lora_still_learns(
     after = _adapter(model)
     moved = [k for k in before if "lora_B" in k and not torch.equal(before[k], after[k])]
     assert moved and math.isfinite(rec["final_train_loss"])
+
+
+def test_training_prompts_use_the_chat_template_as_evaluation_does(
+    tmp_path, cache_dir, small_model_dir
+):
+    import copy
+
+    from rankscope.errors import ConfigError
+    from rankscope.prompting import encode as prompt_ids
+    from rankscope.prompting import render_prompt
+    from rankscope.train import encode
+
+    cfg, run, items, tok, prepare = _setup(tmp_path, cache_dir)
+    with pytest.raises(ConfigError, match="data.chat_template"):  # the toy tokenizer has none
+        encode(items[:2], tok, 512, chat=True)
+    chat_tok = copy.deepcopy(tok)
+    chat_tok.chat_template = "{% for m in messages %}user: {{ m['content'] }} {% endfor %}bot:"
+    rows = encode(items[:4], chat_tok, 512, chat=True)
+    for it, row in zip(items[:4], rows, strict=True):
+        (p,) = prompt_ids(chat_tok, [render_prompt(chat_tok, it.prompt, True)])
+        assert row["input_ids"][: len(p)] == p and row["labels"][: len(p)] == [-100] * len(p)
+        assert row["input_ids"] != encode([it], tok, 512)[0]["input_ids"]  # it did change

@@ -279,6 +279,7 @@ def _evaluate_task(u: Unit, model: Any, tok: Any, task: str) -> dict[str, Any]:
             e.max_new_tokens,
             progress,
             acc_norm=e.acc_norm,
+            chat=u.cfg.data.chat_template,
         )
     return {"task": task, "metrics": metrics, "predictions": preds}
 

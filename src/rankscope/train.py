@@ -106,15 +106,21 @@ def kill_point(name: str) -> None:
 _KILL_HITS: dict[str, int] = {}
 
 
-def encode(items: list[Item], tok: Any, max_len: int) -> list[dict[str, list[int]]]:
+def encode(
+    items: list[Item], tok: Any, max_len: int, chat: bool = False
+) -> list[dict[str, list[int]]]:
     """prompt+completion ids with labels = -100 on the prompt (and BOS), EOS appended.
 
-    The prompt is truncated from its left when the pair is too long, so the completion is
-    always learned in full.
+    The prompt is rendered and tokenised as evaluation does it (`rankscope.prompting`: the
+    optional chat template, the BOS rule), so a model is scored on the input it learned on.
+    It is truncated from its left when the pair is too long, so the completion is always
+    learned in full.
     """
+    from rankscope import prompting
+
+    prompts = [prompting.render_prompt(tok, it.prompt, chat) for it in items]
     rows = []
-    for it in items:
-        p = tok(it.prompt)["input_ids"]
+    for it, p in zip(items, prompting.encode(tok, prompts), strict=True):
         c = tok(" " + it.completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         c = c[:max_len]
         p = p[-(max_len - len(c)) :] if len(p) + len(c) > max_len else p
@@ -287,7 +293,7 @@ def train(
     """
     import torch
 
-    rows = encode(items, tok, cfg.train.max_seq_len)
+    rows = encode(items, tok, cfg.train.max_seq_len, cfg.data.chat_template)
     args = training_args(cfg, lr, seed, work_dir, batch_size, grad_accum)
     trainer = _trainer(model, tok, rows, args, on_progress)
     if torch.cuda.is_available():
