@@ -261,7 +261,6 @@ def ablation_rows(
 ) -> None:
     """Zero each of the top-H most-changed heads; store the accuracy change per task."""
     from rankscope.analysis.attention import ablate_heads
-    from rankscope.evaluate import evaluate
 
     if (
         run.method == "base"
@@ -271,24 +270,25 @@ def ablation_rows(
         return
     rows = []
     for task, items in tasks:
-
-        def primary(m: dict) -> float:
-            return m["acc"][0] if "acc" in m else m["em_strict"][0]
-
-        before = primary(
-            evaluate(model, tok, task, items, cfg.eval.batch_size, cfg.eval.max_new_tokens)[0]
-        )
+        before = _primary_score(model, tok, task, items, cfg)
         for layer, head in top_heads(store, run.run_id, cfg.analysis.ablate_top):
             with ablate_heads(model, [(layer, head)]):
-                after = primary(
-                    evaluate(model, tok, task, items, cfg.eval.batch_size, cfg.eval.max_new_tokens)[
-                        0
-                    ]
-                )
+                after = _primary_score(model, tok, task, items, cfg)
             rows.append(
                 (run.run_id, "ablation", "attn", layer, head, f"delta:{task.name}", after - before)
             )
     store.save_analysis(rows)
+
+
+def _primary_score(model: Any, tok: Any, task: Any, items: list, cfg: SweepConfig) -> float:
+    """The task's headline metric (acc, or strict exact match), scored as evaluate scores it."""
+    from rankscope.evaluate import evaluate
+
+    e = cfg.eval
+    m = evaluate(
+        model, tok, task, items, e.batch_size, e.max_new_tokens, chat=cfg.data.chat_template
+    )[0]
+    return m["acc"][0] if "acc" in m else m["em_strict"][0]
 
 
 def ablation_tasks(run: RunSpec, cfg: SweepConfig, items: dict[str, list]) -> list[str]:

@@ -103,10 +103,12 @@ def plan(
     store_path = cfg.out_dir / "results.sqlite"
     statuses: dict[str, str] = {}
     if store_path.exists():
-        from rankscope.pipeline import run_status
+        from rankscope.pipeline import run_state, run_status
 
         store = Store(store_path)
-        statuses = {r.run_id: run_status(store, r, cfg) for r in runs}
+        for r in runs:  # run dirs first (finished remote work not yet ingested), then the store
+            state = run_state(store, r, cfg)
+            statuses[r.run_id] = run_status(store, r, cfg) if state == "pending" else state
         store.close()
     table = Table(title=f"sweep {cfg.name}: {len(runs)} runs x {len(cfg.tasks.eval)} eval tasks")
     table.add_column("run id", no_wrap=True, min_width=max(len(r.run_id) for r in runs))

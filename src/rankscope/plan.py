@@ -31,8 +31,11 @@ class RunSpec:
         """Everything that determines this run's results (its config hash covers it)."""
         ident: dict[str, Any] = {"spec": asdict(self), "model": asdict(cfg.model)}
         ident["model"].pop("cache_dir", None)  # where the cache lives does not change results
+        ident["data"] = asdict(cfg.data)  # where items come from and how they are prompted
         if self.method != "base":
             ident["train"] = asdict(cfg.train)
+            for k in ("save_steps", "oom_retry", "logging_steps"):  # never change results
+                ident["train"].pop(k)
             ident["train_items"] = cfg.tasks.max_train_items
         if self.method == "lora":
             lora = asdict(cfg.methods.lora)
@@ -42,6 +45,7 @@ class RunSpec:
         ident["eval"] = {
             "max_eval_items": cfg.tasks.max_eval_items,
             "max_new_tokens": cfg.eval.max_new_tokens,
+            "acc_norm": cfg.eval.acc_norm,
         }
         return ident
 
