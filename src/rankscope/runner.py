@@ -221,9 +221,14 @@ def _train_stage(u: Unit) -> tuple[Any, Any] | None:
         model, rec = fit(
             prepare, tok, items, cfg, run.run_id, run.lr, run.seed, u.rdir / "trainer", progress
         )
+        fsdp_dir = rec.pop("fsdp_dir", None)
         if not u.main:
             return None
-        METHODS[run.method].save(model, tok, u.rdir)
+        if fsdp_dir:  # gathered and saved by all ranks; evaluate what was saved, not shards
+            _adopt_saved(Path(fsdp_dir), tok, u.rdir, run.method)
+            rec["fsdp"] = True
+        else:
+            METHODS[run.method].save(model, tok, u.rdir)
         log = rec.pop("log")
         write_atomic(u.rdir / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
         trainable, total = count_params(model)
@@ -232,7 +237,16 @@ def _train_stage(u: Unit) -> tuple[Any, Any] | None:
     _drop_train_state(u.rdir)
     u.notify()
     u.stages.advance("train", 1)
-    return model, tok
+    return None if rec.get("fsdp") else (model, tok)
+
+
+def _adopt_saved(saved: Path, tok: Any, rdir: Path, method: str) -> None:
+    """Move a model the Trainer saved (FSDP, all ranks) into place as adapter/ or model/."""
+    target = rdir / ("adapter" if method == "lora" else "model")
+    if method == "full":
+        tok.save_pretrained(saved)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(saved, target)
 
 
 def _drop_train_state(rdir: Path) -> None:

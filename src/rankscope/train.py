@@ -305,6 +305,12 @@ def train(
     seconds = time.perf_counter() - t0
     if STOP.requested and trainer.state.global_step < trainer.state.max_steps:
         raise Interrupted(f"interrupted at train step {trainer.state.global_step}")
+    fsdp_dir = None
+    if getattr(trainer, "is_fsdp_enabled", False):
+        # FSDP shards the weights across processes: every rank must take part in gathering
+        # them, so the trained model is saved here, by all ranks, while the group is up.
+        fsdp_dir = work_dir / "final"
+        trainer.save_model(str(fsdp_dir))
     model.eval()
     log = _loss_log(trainer.state.log_history)
     final = log[-1]["loss"] if log else out.training_loss  # fewer steps than logging_steps
@@ -320,6 +326,7 @@ def train(
         "grad_accum": args.gradient_accumulation_steps,
         "resumed_from_step": int(resume.name.split("-")[-1]) if resume else 0,
         "log": log,
+        "fsdp_dir": str(fsdp_dir) if fsdp_dir else None,
     }
 
 
