@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from rankscope.tasks.base import Item, Task, TaskContext
-from rankscope.tasks.mcq import with_shots
+from rankscope.tasks.mcq import few_shot_loader
 from rankscope.tasks.sources import (
     Row,
     RowError,
@@ -90,12 +90,7 @@ def _items(split: str, ctx: TaskContext) -> list[Item]:
     ]
 
 
-def load(split: str, ctx: TaskContext) -> list[Item]:
-    items = _items(split, ctx)
-    shots = data_config(ctx).shots
-    if split == "test" and shots:
-        items = with_shots(items, _items("train", ctx), shots, "the gsm8k train split")
-    return items
+load = few_shot_loader("gsm8k", _items)
 
 
 TASK = Task(

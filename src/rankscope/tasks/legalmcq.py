@@ -20,9 +20,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from rankscope.errors import DataError
 from rankscope.tasks.base import Item, Task, TaskContext
-from rankscope.tasks.mcq import carve, mcq_item, with_shots
+from rankscope.tasks.mcq import carve, few_shot_loader, mcq_item
 from rankscope.tasks.sources import (
     Row,
     RowError,
@@ -97,16 +96,7 @@ def _items(split: str, ctx: TaskContext) -> list[Item]:
     ]
 
 
-def load(split: str, ctx: TaskContext) -> list[Item]:
-    items = _items(split, ctx)
-    if not items:
-        raise DataError(
-            f"legalmcq: the {split} split is empty (data.holdout_fraction too extreme?)"
-        )
-    shots = data_config(ctx).shots
-    if split == "test" and shots:
-        items = with_shots(items, _items("train", ctx), shots, "the legalmcq train split")
-    return items
+load = few_shot_loader("legalmcq", _items)
 
 
 TASK = Task(

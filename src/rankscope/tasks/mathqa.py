@@ -22,7 +22,7 @@ from typing import Any
 
 from rankscope.errors import DataError
 from rankscope.tasks.base import LETTERS, Item, Task, TaskContext
-from rankscope.tasks.mcq import mcq_item, with_shots
+from rankscope.tasks.mcq import few_shot_loader, mcq_item
 from rankscope.tasks.sources import (
     Row,
     RowError,
@@ -116,12 +116,7 @@ def _items(split: str, ctx: TaskContext) -> list[Item]:
     return items
 
 
-def load(split: str, ctx: TaskContext) -> list[Item]:
-    items = _items(split, ctx)
-    shots = data_config(ctx).shots
-    if split == "test" and shots:
-        items = with_shots(items, _items("train", ctx), shots, "the mathqa train split")
-    return items
+load = few_shot_loader("mathqa", _items)
 
 
 TASK = Task(

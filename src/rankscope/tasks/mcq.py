@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
-from rankscope.errors import ConfigError
-from rankscope.tasks.base import LETTERS, Item
-from rankscope.tasks.sources import in_holdout
+from rankscope.errors import ConfigError, DataError
+from rankscope.tasks.base import LETTERS, Item, TaskContext
+from rankscope.tasks.sources import data_config, in_holdout
 
 T = TypeVar("T")
 
@@ -60,6 +60,25 @@ def with_shots(items: list[Item], exemplars: Sequence[Item], k: int, where: str)
         )
     prefix = "".join(exemplar(e) for e in exemplars[:k])
     return [replace(it, prompt=prefix + it.prompt) for it in items]
+
+
+def few_shot_loader(
+    name: str, items: Callable[[str, TaskContext], list[Item]]
+) -> Callable[[str, TaskContext], list[Item]]:
+    """load(split, ctx) of a task whose few-shot exemplars are its first k train items."""
+
+    def load(split: str, ctx: TaskContext) -> list[Item]:
+        got = items(split, ctx)
+        if not got:
+            raise DataError(
+                f"{name}: the {split} split is empty (data.holdout_fraction too extreme?)"
+            )
+        shots = data_config(ctx).shots
+        if split == "test" and shots:
+            got = with_shots(got, items("train", ctx), shots, f"the {name} train split")
+        return got
+
+    return load
 
 
 def carve(split: str, rows: list[T], key: Callable[[T], str], fraction: float) -> list[T]:

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rankscope.errors import DataError
 from rankscope.tasks.base import LETTERS, Item, Task, TaskContext
-from rankscope.tasks.mcq import carve, mcq_item, with_shots
+from rankscope.tasks.mcq import carve, few_shot_loader, mcq_item
 from rankscope.tasks.sources import (
     Row,
     RowError,
@@ -113,14 +112,7 @@ def _items(split: str, ctx: TaskContext) -> list[Item]:
     ]
 
 
-def load(split: str, ctx: TaskContext) -> list[Item]:
-    items = _items(split, ctx)
-    if not items:
-        raise DataError(f"medmcqa: the {split} split is empty (data.holdout_fraction too extreme?)")
-    shots = data_config(ctx).shots
-    if split == "test" and shots:
-        items = with_shots(items, _items("train", ctx), shots, "the medmcqa train split")
-    return items
+load = few_shot_loader("medmcqa", _items)
 
 
 TASK = Task(
