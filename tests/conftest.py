@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from rankscope.config import load_config
-
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
@@ -25,27 +23,3 @@ def small_model_dir(cache_dir: Path) -> Path:
     from rankscope.world.generator import PRESETS
 
     return ensure_base_model(PRESETS["small"], cache_dir)
-
-
-def small_sweep(out_dir: Path, cache_dir: Path, *extra: str):
-    """A tiny but real sweep: small world, one train task, base + full + LoRA at two ranks.
-
-    It trains on toy-arith because the small world's base model already answers its fact
-    domains (their answers are facts it knows), while the worked-answer format is new to it.
-    """
-    return load_config(
-        None,
-        [
-            "name=tiny",
-            f"output_dir={out_dir}",
-            f"model.cache_dir={cache_dir}",
-            "model.world=small",
-            "tasks.train=[toy-arith]",
-            "tasks.eval=[toy-arith, toy-general, toy-med]",
-            "methods.lora.ranks=[4,16]",
-            "methods.full.lr=1e-3",
-            "methods.lora.lr=3e-3",
-            "eval.max_new_tokens=32",
-            *extra,
-        ],
-    )

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import small_sweep
+from sweep_configs import small_sweep
 
 from rankscope.runner import write_sweep_file
 

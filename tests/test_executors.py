@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import small_sweep
+from sweep_configs import small_sweep
 
 from rankscope.config import SweepConfig
 from rankscope.errors import ConfigError
@@ -327,6 +327,11 @@ def test_multigpu_fail_fast_stops_the_running_workers_cleanly(tmp_path, cache_di
     write_sweep_file(cfg, tmp_path)
 
     def on_finished(run_id: str, error: str | None) -> None:
+        # the bad run fails in seconds; stop once the good one is really training (a SIGINT
+        # while a worker still imports is plain Python's KeyboardInterrupt, not our handler)
+        progress, deadline = tmp_path / "runs" / LORA / "progress.json", time.monotonic() + 120
+        while not progress.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         raise StopSweep(run_id)  # what the driver does with --fail-fast
 
     with pytest.raises(StopSweep, match="no-such-run"):

@@ -136,16 +136,19 @@ def test_store_deleted_then_reindexed_is_equal(tmp_path, cache_dir, reference):
     assert res.returncode == 0 and res.stdout.count(" done ") == 2, res.stdout
 
 
+LONG = ("tasks.max_train_items=96", "train.epochs=8", "train.save_steps=0")  # 192 steps
+
+
 def _start_and_wait_for_training(out: Path, cache_dir: Path) -> subprocess.Popen:
-    """A sweep long enough to interrupt (48 steps, no periodic checkpoint), at step >= 2."""
-    args = _args(out, cache_dir, "tasks.max_train_items=96", "train.epochs=2", "train.save_steps=0")
+    """A sweep long enough to interrupt (192 steps, no periodic checkpoint), once training."""
+    args = _args(out, cache_dir, *LONG)
     cmd = [sys.executable, "-m", "rankscope.cli", *args]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=_env())
     progress = out / "runs" / FULL / "progress.json"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if json.loads(progress.read_text())["step"] >= 2:
+            if json.loads(progress.read_text())["step"] >= 1:
                 return proc
         except (FileNotFoundError, json.JSONDecodeError):
             pass
@@ -166,14 +169,13 @@ def test_ctrl_c_saves_a_checkpoint_stops_cleanly_and_resumes(tmp_path, cache_dir
     (ckpt,) = (full / "trainer").glob("checkpoint-*")  # saved at the step after Ctrl-C
     assert (ckpt / "COMPLETE").exists() and not (full / "TRAINED").exists()
     stopped_at = int(ckpt.name.split("-")[1])
-    assert 2 <= stopped_at < 48
+    assert 1 <= stopped_at < 192
     conn = sqlite3.connect(out / "results.sqlite")
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     (status,) = conn.execute("SELECT status FROM runs WHERE run_id=?", (FULL,)).fetchone()
     assert status == "interrupted"
     conn.close()
-    args = _args(out, cache_dir, "tasks.max_train_items=96", "train.epochs=2", "train.save_steps=0")
-    res = rankscope(args)
+    res = rankscope(_args(out, cache_dir, *LONG))
     assert res.returncode == 0, res.stderr
     assert json.loads((full / "TRAINED").read_text())["resumed_from_step"] == stopped_at
     assert leftovers(out) == []
@@ -213,7 +215,7 @@ def _runner(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_runner_module_runs_one_unit_and_reports_bad_input(tmp_path, cache_dir, small_model_dir):
-    from conftest import small_sweep
+    from sweep_configs import small_sweep
 
     from rankscope.runner import write_sweep_file
 

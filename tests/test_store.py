@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import small_sweep
+from sweep_configs import small_sweep
 
 from rankscope.pipeline import STORE_NAME, reindex_sweep, run_sweep
 from rankscope.runner import ingest_run

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import small_sweep
+from sweep_configs import small_sweep
 
 from rankscope.pipeline import STORE_NAME, run_sweep
 from rankscope.store import Store

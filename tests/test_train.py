@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import small_sweep
+from sweep_configs import small_sweep
 
 from rankscope.methods import METHODS, load_base
 from rankscope.pipeline import sweep_for

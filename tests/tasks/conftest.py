@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
+from task_helpers import FIXTURES, lm_eval_yaml  # noqa: F401 (re-exported for fixtures)
 
 from rankscope.config import DataConfig
 from rankscope.tasks import TaskContext
 from rankscope.tasks.sources import clear_cache
-
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "data"
 
 
 @pytest.fixture(autouse=True)
@@ -60,16 +58,6 @@ def fake_hub(monkeypatch) -> Callable[[dict], list]:
         return calls
 
     return install
-
-
-LM_EVAL_TASKS = Path(__import__("lm_eval").__file__).parent / "tasks"
-
-
-def lm_eval_yaml(rel: str) -> dict[str, Any]:
-    """An installed lm-eval task config, `include`s resolved (e.g. 'gsm8k/gsm8k.yaml')."""
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    return load_yaml(LM_EVAL_TASKS / rel)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 import warnings
 
 import pytest
-from conftest import FIXTURES, lm_eval_yaml
+from task_helpers import FIXTURES, lm_eval_yaml
 
 from rankscope.errors import DataError
 from rankscope.tasks import TASKS

@@ -7,7 +7,7 @@ import re
 from dataclasses import replace
 
 import pytest
-from conftest import FIXTURES
+from task_helpers import FIXTURES
 
 from rankscope.errors import DataError
 from rankscope.tasks import TASKS

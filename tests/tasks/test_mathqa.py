@@ -6,7 +6,7 @@ import ast
 import json
 
 import pytest
-from conftest import FIXTURES
+from task_helpers import FIXTURES
 
 from rankscope.errors import DataError
 from rankscope.tasks import TASKS

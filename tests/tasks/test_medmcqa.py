@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import FIXTURES
+from task_helpers import FIXTURES
 
 from rankscope.errors import DataError
 from rankscope.tasks import TASKS

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 
 import pytest
-from conftest import FIXTURES, LM_EVAL_TASKS, lm_eval_yaml
+from task_helpers import FIXTURES, LM_EVAL_TASKS, lm_eval_yaml
 
 from rankscope.errors import ConfigError, DataError
 from rankscope.tasks import TASKS

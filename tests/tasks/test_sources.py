@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import FIXTURES
+from task_helpers import FIXTURES
 
 from rankscope.config import DataConfig
 from rankscope.errors import ConfigError, DataError

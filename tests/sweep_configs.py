@@ -1,0 +1,31 @@
+"""The tiny sweep configs of the tests (a module of its own: `conftest` names collide)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rankscope.config import load_config
+
+
+def small_sweep(out_dir: Path, cache_dir: Path, *extra: str):
+    """A tiny but real sweep: small world, one train task, base + full + LoRA at two ranks.
+
+    It trains on toy-arith because the small world's base model already answers its fact
+    domains (their answers are facts it knows), while the worked-answer format is new to it.
+    """
+    return load_config(
+        None,
+        [
+            "name=tiny",
+            f"output_dir={out_dir}",
+            f"model.cache_dir={cache_dir}",
+            "model.world=small",
+            "tasks.train=[toy-arith]",
+            "tasks.eval=[toy-arith, toy-general, toy-med]",
+            "methods.lora.ranks=[4,16]",
+            "methods.full.lr=1e-3",
+            "methods.lora.lr=3e-3",
+            "eval.max_new_tokens=32",
+            *extra,
+        ],
+    )
