@@ -12,13 +12,11 @@ import pytest
 from rankscope.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = sorted((ROOT / "configs").rglob("*.yaml"))
+SHIPPED = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "accelerate")
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
 def test_shipped_config_validates(path):
-    if path.parent.name == "accelerate":
-        pytest.skip("accelerate launcher config, not a sweep")
     cfg = load_config(path)
     assert cfg.tasks.retention in cfg.tasks.eval
 
