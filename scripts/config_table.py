@@ -1,11 +1,10 @@
 """Regenerate the README's config reference table from config.py's attribute docstrings."""
 
 import re
+import sys
 from pathlib import Path
 
 from rankscope.config import config_reference
-
-import sys
 
 readme = (
     Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "README.md"
