@@ -20,7 +20,16 @@ from typing import Any
 from rankscope.world.build import default_cache_dir
 
 TINY_NAME = "tiny-real"
-SPEC = {"vocab": 2048, "d": 96, "layers": 2, "heads": 4, "ff": 192, "steps": 200, "seq": 128, "batch": 8}
+SPEC = {
+    "vocab": 2048,
+    "d": 96,
+    "layers": 2,
+    "heads": 4,
+    "ff": 192,
+    "steps": 200,
+    "seq": 128,
+    "batch": 8,
+}
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 
 
