@@ -19,7 +19,6 @@ from typing import Any
 
 from rankscope.world.build import default_cache_dir
 
-TINY_NAME = "tiny-real"
 SPEC = {
     "vocab": 2048,
     "d": 96,
