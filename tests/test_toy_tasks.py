@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from rankscope.errors import DataError
 from rankscope.tasks import TASKS, TaskContext
 from rankscope.tasks.base import check_no_overlap, norm_hash
-from rankscope.world.generator import PRESETS, make_world
+from rankscope.world.generator import DOMAIN_SEP, PRESETS, make_world, pretrain_line
 
 CTX = TaskContext(world_spec=PRESETS["small"])
 TOY = [name for name in TASKS if name.startswith("toy-")]
@@ -74,3 +76,16 @@ def test_arith_answers_follow_the_worked_steps():
         steps = it.completion.split(" #### ")[0].split(" . ")
         last = steps[-1].rstrip(" .").split(" is ")[-1]
         assert last == it.answer
+
+
+def test_new_domains_write_their_options_their_own_way():
+    """General facts (and pretraining) use 'A ) x'; the new domains 'A is x', a layout the
+    base model never saw (part of what keeps it near chance there)."""
+    for name in ("toy-med", "toy-legal"):
+        for it in TASKS[name].items("test", CTX):
+            assert f" A {DOMAIN_SEP} {it.choices[0]} " in it.prompt and " ) " not in it.prompt
+    for it in TASKS["toy-general"].items("test", CTX):
+        assert f" A ) {it.choices[0]} " in it.prompt
+    world, rng = make_world(PRESETS["small"]), random.Random(0)
+    corpus = " ".join(pretrain_line(world, rng) for _ in range(2000))
+    assert " A ) " in corpus and f" A {DOMAIN_SEP} " not in corpus

@@ -2,8 +2,8 @@
 
 It exists so the whole study runs offline on a CPU with effects that are *measured*, not
 planted: the base model is pretrained on the general facts and on arithmetic tables, so it
-knows them; the medical and legal domains ask new kinds of questions (their own vocabulary)
-whose answers follow facts of the same subjects; the multi-step word
+knows them; the medical and legal domains ask new kinds of questions (their own vocabulary and
+option layout) whose answers follow facts of the same subjects; the multi-step word
 problems use a worked-answer format it has never seen. Fine-tuning must then teach, and can
 make it forget, exactly as on the real benchmarks.
 
@@ -19,8 +19,9 @@ import random
 from dataclasses import asdict, dataclass, field
 
 LETTERS = "ABCDE"
+DOMAIN_SEP = "is"  # the new domains' option layout: 'A is pavo' (general facts: 'A ) red')
 # Bump whenever generation changes, so cached base models of an older world are not reused.
-WORLD_VERSION = 5
+WORLD_VERSION = 6
 _CONS = "bdfgklmnprstvz"
 _VOWELS = "aeiou"
 
@@ -45,7 +46,8 @@ class WorldSpec:
     n_heads: int = 4
     d_ff: int = 256
     pretrain_steps: int = 4000
-    pretrain_batch: int = 64
+    pretrain_batch: int = 64  # documents per step, packed into rows of pretrain_seq tokens
+    pretrain_seq: int = 128
     pretrain_lr: float = 3e-3
 
     def key(self) -> str:
@@ -229,9 +231,15 @@ def domain_fact(world: World, domain: str, split: str, rng: random.Random) -> Fa
     return Fact(rel, subject, world.answers[(world.relations[rel].alias_of, subject)])
 
 
-def render_mcq(question: str, options: list[str]) -> str:
-    """The one MCQ prompt layout of the toy world (like MMLU's 'Answer:' format)."""
-    opts = " ".join(f"{LETTERS[i]} ) {o}" for i, o in enumerate(options))
+def render_mcq(question: str, options: list[str], sep: str = ")") -> str:
+    """The toy world's MCQ prompt (like MMLU's 'Answer:' format): 'A ) red B ) blue ...'.
+
+    The new domains write their options their own way ('A is pavo B is dunek ...', sep="is"),
+    as real domain exams have their own layouts. The base model never saw that layout, and
+    its letter lookup barely works through it, which with the unknown question words keeps it
+    near chance on the domains; fine-tuning teaches both.
+    """
+    opts = " ".join(f"{LETTERS[i]} {sep} {o}" for i, o in enumerate(options))
     return f"question : {question} {opts} answer :"
 
 
@@ -244,7 +252,8 @@ def fact_mcq(
     options = distractors + [fact.value]
     rng.shuffle(options)
     q = (rel.question_alt if alt else rel.question).format(s=fact.subject)
-    return render_mcq(q, options), options, options.index(fact.value)
+    sep = DOMAIN_SEP if rel.alias_of else ")"
+    return render_mcq(q, options, sep), options, options.index(fact.value)
 
 
 def statement(world: World, fact: Fact) -> str:
