@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install rankscope into it, with torch pinned by constraints.txt.
+# The argument names the extras (default: test); an empty argument installs rankscope alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
+EXTRAS="${1-test}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[${1:-test}]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt \
+  -e ".${EXTRAS:+[$EXTRAS]}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install, then run the default sweep (the embedded toy world). Extra args go to `rankscope run`.
+# Install (rankscope alone: the test extras are not needed to run), then run the default sweep
+# (the embedded toy world). Extra args go to `rankscope run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh test
+bash scripts/install.sh ""
 exec .venv/bin/rankscope run "$@"
