@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import torch
 
 from rankscope.world.build import _batches, _model_config, build_tokenizer
-from rankscope.world.generator import PRESETS, make_world
+from rankscope.world.generator import PRESETS, make_world, pretrain_line
 
 SPEC = PRESETS["small"]
 
@@ -13,6 +15,14 @@ SPEC = PRESETS["small"]
 def _world_and_tok():
     world = make_world(SPEC)
     return world, build_tokenizer(world)
+
+
+def _model(tok):
+    """A randomly initialised small-world model (what pretraining starts from)."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(_model_config(SPEC, len(tok), tok)).eval()
 
 
 def _documents(ids: torch.Tensor, pos: torch.Tensor) -> list[tuple[int, int]]:
@@ -43,11 +53,8 @@ def test_rows_hold_whole_documents_with_labels_off_their_first_token():
 def test_a_packed_document_is_computed_exactly_as_if_it_were_alone():
     """transformers reads restarting position ids as packed sequences and masks attention
     between them: the logits of each document in a packed row equal its logits alone."""
-    from transformers import LlamaForCausalLM
-
     world, tok = _world_and_tok()
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(_model_config(SPEC, len(tok), tok)).eval()
+    model = _model(tok)
     ids, _, pos = next(_batches(world, tok, 1, 8, 128, seed=0))
     ids, pos = ids[:1], pos[:1]
     with torch.no_grad():
@@ -63,15 +70,8 @@ def test_a_packed_document_is_computed_exactly_as_if_it_were_alone():
 
 def test_the_packed_loss_is_the_padded_loss_of_the_same_documents():
     """Packing changes the speed of the build, not what it learns from each step."""
-    import random
-
-    from transformers import LlamaForCausalLM
-
-    from rankscope.world.generator import pretrain_line
-
     world, tok = _world_and_tok()
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(_model_config(SPEC, len(tok), tok)).eval()
+    model = _model(tok)
     ids, labels, pos = next(_batches(world, tok, 1, 32, 128, seed=0))
     rng = random.Random(1)  # the stream _batches draws from (seed + 1)
     lines = [pretrain_line(world, rng) for _ in range(32)]

@@ -90,11 +90,14 @@ def _batches(world: World, tok, steps: int, batch: int, seq: int, seed: int):
             ids[:seq] for ids in tok([f"{line} {tok.eos_token}" for line in lines])["input_ids"]
         ]
         rows: list[list[list[int]]] = []
+        fill: list[int] = []  # tokens used per row
         for doc in docs:  # first fit, in order
-            row = next((r for r in rows if sum(map(len, r)) + len(doc) <= seq), None)
-            if row is None:
-                rows.append(row := [])
-            row.append(doc)
+            r = next((i for i, used in enumerate(fill) if used + len(doc) <= seq), len(rows))
+            if r == len(rows):
+                rows.append([])
+                fill.append(0)
+            rows[r].append(doc)
+            fill[r] += len(doc)
         ids = torch.full((len(rows), seq), tok.pad_token_id)
         labels = torch.full((len(rows), seq), -100)
         pos = torch.zeros((len(rows), seq), dtype=torch.long)

@@ -236,8 +236,8 @@ def render_mcq(question: str, options: list[str], sep: str = ")") -> str:
 
     The new domains write their options their own way ('A is pavo B is dunek ...', sep="is"),
     as real domain exams have their own layouts. The base model never saw that layout, and
-    its letter lookup barely works through it, which with the unknown question words keeps it
-    near chance on the domains; fine-tuning teaches both.
+    its letter lookup works only partly through it, which with the unknown question words
+    brings it toward chance on the domains (not to it); fine-tuning teaches both.
     """
     opts = " ".join(f"{LETTERS[i]} {sep} {o}" for i, o in enumerate(options))
     return f"question : {question} {opts} answer :"
