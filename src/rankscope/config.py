@@ -3,7 +3,7 @@
 Defaults are the paper's (arXiv 2512.15634): LoRA r in {8,16,32,64,128}, alpha = 2r,
 dropout 0.05 on q/k/v/o_proj; full SFT with AdamW at lr 5e-5; 3 epochs; batch 2 x grad-accum
 4; linear schedule with 10% warmup; bf16 where the device supports it. The embedded toy
-sweep (`configs/toy.yaml`) overrides only what a 3M-parameter model needs.
+sweep (`configs/toy.yaml`) overrides only what a 1M-parameter model needs.
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@
 toy-arith ~ GSM8K (generative, worked steps, '#### N'); toy-mathmcq ~ MathQA (5-option
 arithmetic MCQ); toy-general ~ MMLU as the retention probe (facts the base model learned in
 pretraining; test only); toy-med ~ MedMCQA (4 options) and toy-legal ~ CaseHOLD (5 options):
-domain facts new to the base model (which drug cures a disease, what a court held in a case).
-Train and test items ask about the same facts with fresh distractors, option order and
-phrasing, so no test prompt occurs in training (checked), yet fine-tuning can teach what the
-test asks for; training completions carry the fact as an explanation (like MedMCQA's `exp`).
+new kinds of questions, in their own option layout, whose answer is a known fact of the
+subject (see `rankscope.world.generator`). Train and test ask about disjoint subjects, so no
+test prompt occurs in training (checked) and a test score is transfer to unseen questions;
+training completions carry the fact as an explanation (like MedMCQA's `exp`).
 """
 
 from __future__ import annotations
