@@ -131,6 +131,16 @@ def test_analysis_rows_for_every_run_and_module(swept):
     store.close()
 
 
+def test_chance_levels_read_from_the_stored_predictions(swept):
+    cfg, _ = swept
+    store = Store(cfg.out_dir / STORE_NAME)
+    chance = store.chance_levels()
+    store.close()
+    expected = {"toy-mathmcq": 1 / 5, "toy-general": 1 / 4, "toy-med": 1 / 4, "toy-legal": 1 / 5}
+    assert chance == pytest.approx({t: c for t, c in expected.items() if t in cfg.tasks.eval})
+    assert "toy-arith" in cfg.tasks.eval and "toy-arith" not in chance  # generative
+
+
 def test_report_written(swept):
     cfg, outcome = swept
     html = (cfg.out_dir / "report" / "report.html").read_text()

@@ -266,6 +266,20 @@ class Store:
             )
         ]
 
+    def chance_levels(self) -> dict[str, float]:
+        """Per MCQ task: the accuracy of a uniform random guess, mean of 1 / (options) over
+        its items, read from one run's predictions (every run sees the same items)."""
+        q = (
+            "SELECT task, detail FROM predictions WHERE (run_id, task) IN "
+            "(SELECT MIN(run_id), task FROM predictions GROUP BY task)"
+        )
+        inv: dict[str, list[float]] = {}
+        for task, detail in self.conn.execute(q):
+            lps = json.loads(detail).get("logprobs") if detail else None
+            if isinstance(lps, list) and len(lps) > 1:  # MCQ: one log-prob per option
+                inv.setdefault(task, []).append(1.0 / len(lps))
+        return {t: sum(v) / len(v) for t, v in sorted(inv.items())}
+
     # -------------------------------------------------------------- analysis
     def has_analysis(self, run_id: str, kind: str, module: str | None = None) -> bool:
         q = "SELECT 1 FROM analysis WHERE run_id=? AND kind=?"

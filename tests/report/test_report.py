@@ -29,6 +29,7 @@ RETENTION = "toy-general"
 RANKS = [4, 16, 64]
 GENERATIVE = {"toy-arith"}
 LAYERS, HEADS = 3, 4
+OPTIONS = {"toy-med": (4,), "toy-general": (4, 4, 5)}  # per MCQ item, cycled: chance 1/n
 FAILED_ID = "toy-arith__lora-r64-a128__s1"
 FAILED_MSG = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -158,9 +159,20 @@ def _write_run(
         se, n = math.sqrt(v * (1 - v) / 200), 200
         if t in GENERATIVE:
             metrics = {"em_strict": (v, se, n), "em_flexible": (min(1, v + 0.05), se, n)}
+            preds = [
+                {"item_id": f"{t}/{i}", "pred": "3", "gold": "3", "correct": True,
+                 "detail": {"text": "#### 3", "flexible": "3"}}
+                for i in range(6)
+            ]  # fmt: skip
         else:
             metrics = {"acc": (v, se, n), "acc_norm": (v, se, n)}
-        store.save_eval(s["run_id"], t, metrics, [])
+            sizes = OPTIONS[t]
+            preds = [
+                {"item_id": f"{t}/{i}", "pred": "A", "gold": "A", "correct": True,
+                 "detail": {"logprobs": [-1.0] * sizes[i % len(sizes)]}}
+                for i in range(6)
+            ]  # fmt: skip
+        store.save_eval(s["run_id"], t, metrics, preds)
     return scores
 
 
@@ -345,6 +357,25 @@ def test_failed_run_listed_with_error(sweep) -> None:
     assert FAILED_MSG in paths["html"].read_text()
     data = load_report_data(store_path)
     assert FAILED_ID not in {s.run_id for s in data.scores}
+
+
+def test_chance_levels_come_from_the_option_counts_in_the_store(sweep) -> None:
+    paths, _, store_path = sweep
+    data = load_report_data(store_path)
+    # toy-general's items have 4, 4 and 5 options: chance is the mean of 1/4, 1/4, 1/5
+    assert data.chance == pytest.approx({"toy-med": 0.25, "toy-general": (0.25 + 0.25 + 0.2) / 3})
+    md = paths["md"].read_text()
+    summary = md[md.index("## Summary") : md.index("## Results")]
+    line = next(x for x in summary.splitlines() if x.startswith("- **toy-med**"))
+    assert line.endswith(f"(base {100 * data_base(data, 'toy-med'):.1f} %, chance 25.0 %).")
+    assert "chance 23.3 %" in summary  # toy-general
+    assert "toy-arith" in summary and "chance" not in next(
+        x for x in summary.splitlines() if x.startswith("- **toy-arith**")
+    )  # generative: no chance level
+
+
+def data_base(data, task: str) -> float:
+    return next(a.mean for a in data.agg if a.task == task and a.method == "base")
 
 
 def test_summary_names_best_run_and_retention_cost(sweep) -> None:

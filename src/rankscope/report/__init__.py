@@ -37,6 +37,7 @@ def load_report_data(store_path: Path) -> ReportData:
             metrics=store.metrics(),
             train_log=store.train_log(),
             analysis=store.analysis(),
+            chance=store.chance_levels(),
         )
     finally:
         store.close()

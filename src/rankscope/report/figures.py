@@ -137,7 +137,7 @@ def _plot_rank_lines(ax: Axes, data: ReportData, task: str, delta: bool = False)
 def fig_accuracy_vs_rank(data: ReportData) -> Figure | None:
     """Primary metric (%) per eval task against LoRA rank (log2 axis), one line per train
     task (error bars: std across seeds); dashed lines are full SFT on the same train task,
-    the black dotted line is the base model."""
+    the black dotted line is the base model, the grey dash-dotted one chance (MCQ tasks)."""
     ranks = lora_ranks(data)
     if not ranks or not data.agg:
         return None
@@ -148,12 +148,16 @@ def fig_accuracy_vs_rank(data: ReportData) -> Figure | None:
         _plot_rank_lines(ax, data, task)
         if task in base:
             ax.axhline(100 * base[task], color="black", ls=":", lw=1.5, label="base model")
+        if task in data.chance:
+            ax.axhline(100 * data.chance[task], color="grey", ls="-.", lw=1.0, label="chance")
         rank_axis(ax, ranks)
         metric = next(a.metric for a in data.agg if a.task == task)
         ax.set_ylabel(f"{metric} (%)")
         ax.set_title(data.task_header(task))
     _shared_legend(fig, axes)
-    fig.suptitle("Eval score vs LoRA rank (lines: LoRA; dashed: full SFT; dotted: base)")
+    fig.suptitle(
+        "Eval score vs LoRA rank (lines: LoRA; dashed: full SFT; dotted: base; dash-dot: chance)"
+    )
     return fig
 
 

@@ -214,9 +214,13 @@ def best_run_lines(data: ReportData) -> list[str]:
         else:
             who = f"{prose_label(best.label)} trained on {best.train_task}"
             gain = f", {fmt_pp(best.delta_mean)} pp vs base" if best.delta_mean is not None else ""
+        base = next((a.mean for a in cands if a.method == "base"), None)
+        ref = [f"base {fmt_pct(base)} %"] if base is not None and best.method != "base" else []
+        if task in data.chance:
+            ref.append(f"chance {fmt_pct(data.chance[task])} %")
         lines.append(
             f"**{data.task_header(task)}** ({best.metric}): best is {who} at "
-            f"{fmt_pct(best.mean)} %{gain}."
+            f"{fmt_pct(best.mean)} %{gain}" + (f" ({', '.join(ref)})" if ref else "") + "."
         )
     return lines
 

@@ -431,6 +431,8 @@ class ReportData:
     metrics: list[dict[str, Any]]
     train_log: list[dict[str, Any]] = field(default_factory=list)
     analysis: list[dict[str, Any]] = field(default_factory=list)
+    chance: dict[str, float] = field(default_factory=dict)
+    """Per MCQ task, the score of a uniform random guess (fraction)."""
 
     def __post_init__(self) -> None:
         self.scores = scores(self.runs, self.metrics)
