@@ -9,7 +9,7 @@ import pytest
 import yaml
 from sweep_configs import small_sweep
 
-from rankscope.pipeline import STORE_NAME, run_sweep
+from rankscope.pipeline import STORE_NAME, run_sweep, toy_world_warnings
 from rankscope.store import Store
 
 
@@ -128,6 +128,25 @@ def test_analysis_rows_for_every_run_and_module(swept):
     assert any(r["metric"] == "js_div" and r["value"] > 0 for r in tuned)
     assert store.analysis("ablation") and store.analysis("cka")
     assert store.analysis("spectral_fit")
+    store.close()
+
+
+def test_toy_base_model_knows_its_general_facts(swept):
+    cfg, outcome = swept
+    store = Store(cfg.out_dir / STORE_NAME)
+    assert _acc(store, "base", "toy-general") >= 0.9  # what the toy world is built for
+    store.close()
+    assert outcome.warnings == []
+
+
+def test_a_toy_base_model_under_its_promise_is_warned_about(tmp_path):
+    cfg = small_sweep(tmp_path / "out", tmp_path / "cache", "model.world_seed=2")
+    store = Store(tmp_path / STORE_NAME)
+    store.save_eval("base", "toy-general", {"acc": (0.871, 0.02, 240)}, [])
+    (msg,) = toy_world_warnings(cfg, store)
+    assert "87.1 % on toy-general" in msg and "seed 2" in msg and "world_seed" in msg
+    store.save_eval("base", "toy-general", {"acc": (0.95, 0.01, 240)}, [])
+    assert toy_world_warnings(cfg, store) == []
     store.close()
 
 

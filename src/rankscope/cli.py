@@ -72,6 +72,8 @@ def run(
     )
     if outcome.report:
         console.print(f"report: [green]{outcome.report['html']}[/green]")
+    for msg in outcome.warnings:
+        console.print(f"[yellow]warning:[/yellow] {msg}")
     if outcome.failed:
         table = Table("failed run", "reason")
         for rid, msg in outcome.failed.items():
