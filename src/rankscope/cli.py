@@ -133,11 +133,8 @@ def plan(
         ]
         if est:
             c = est[r.run_id]
-            # % of every parameter the run's model holds, adapter included (as PEFT and the
-            # report count it): a LoRA run's model is the base plus its adapter
-            held = c.total + (c.trainable if r.method == "lora" else 0)
             row += [
-                f"{human(c.trainable)} ({100 * c.trainable / held:.3g}%)",
+                f"{human(c.trainable)} ({100 * c.trainable / c.total:.3g}%)",
                 f"{c.gpu_hours:.3g}",
             ]
         table.add_row(*row)

@@ -76,6 +76,8 @@ def meta_model(mcfg: ModelConfig) -> Any:
 class RunCost:
     trainable: int
     total: int
+    """Parameters the run's model holds: the base model's, plus a LoRA run's adapter (as PEFT
+    and the results store count them)."""
     train_tokens: int
     eval_tokens: int
     gpu_hours: float
@@ -131,7 +133,8 @@ def sweep_costs(
             tokens = int(task_tokens(cfg, run.train_task, "train", wpt) * cfg.train.epochs)
         per_token = {"full": 6, "lora": 4}.get(run.method, 0) * total
         flops = per_token * tokens + 2 * total * eval_tokens
-        out[run.run_id] = RunCost(trainable, total, tokens, eval_tokens, flops / flops_per_s / 3600)
+        held = total + (trainable if run.method == "lora" else 0)
+        out[run.run_id] = RunCost(trainable, held, tokens, eval_tokens, flops / flops_per_s / 3600)
     return out
 
 
