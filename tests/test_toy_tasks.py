@@ -79,7 +79,7 @@ def test_arith_answers_follow_the_worked_steps():
 
 
 def test_new_domains_write_their_options_their_own_way():
-    """General facts (and pretraining) use 'A ) x'; the new domains 'A is x', a layout the
+    """General facts (and pretraining) use 'A ) x'; the new domains 'A . is x', a layout the
     base model never saw (part of what keeps it near chance there)."""
     for name in ("toy-med", "toy-legal"):
         for it in TASKS[name].items("test", CTX):
@@ -89,3 +89,17 @@ def test_new_domains_write_their_options_their_own_way():
     world, rng = make_world(PRESETS["small"]), random.Random(0)
     corpus = " ".join(pretrain_line(world, rng) for _ in range(2000))
     assert " A ) " in corpus and f" A {DOMAIN_SEP} " not in corpus
+
+
+@pytest.mark.parametrize(("name", "n_options"), [("toy-med", 4), ("toy-legal", 5)])
+def test_new_domains_put_every_answer_letter_equally_often(name, n_options):
+    """So a model that always answers one letter scores chance exactly, on either split."""
+    for split in ("train", "test"):
+        items = TASKS[name].items(split, CTX)
+        counts = [sum(it.gold == k for it in items) for k in range(n_options)]
+        assert max(counts) - min(counts) <= 1, counts
+        for letter in range(n_options):
+            constant = sum(it.gold == letter for it in items) / len(items)
+            assert constant == pytest.approx(1 / n_options, abs=1 / len(items))
+        # ...and the positions are not a pattern a model could follow by item order
+        assert [it.gold for it in items[:n_options]] != list(range(n_options))

@@ -20,6 +20,7 @@ from rankscope.world.generator import (
     World,
     WorldSpec,
     arith_problem,
+    balanced_positions,
     domain_fact,
     fact_mcq,
     make_world,
@@ -118,11 +119,12 @@ def _domain_loader(domain: str, task: str, n_options: int):
     def make(split: str, spec: WorldSpec) -> list[Item]:
         world = _world(spec)
         rng = _rng(spec, task, split)
-        n = spec.n_domain_train if split == "train" else spec.n_domain_test
+        n = getattr(spec, f"n_{domain}_train") if split == "train" else spec.n_domain_test
         items = []
-        for i in range(n):
+        for i, at in enumerate(balanced_positions(n, n_options, rng)):
             fact = domain_fact(world, domain, split, rng)
-            prompt, options, gold = fact_mcq(world, fact, n_options, rng, alt=rng.random() < 0.5)
+            alt = rng.random() < 0.5
+            prompt, options, gold = fact_mcq(world, fact, n_options, rng, alt=alt, gold=at)
             # the answer with its explanation (like MedMCQA's `exp`): the fact as a statement
             completion = f"{LETTERS[gold]} {options[gold]} . {statement(world, fact)}"
             items.append(Item(f"{task}/{split}/{i}", prompt, completion, tuple(options), gold))

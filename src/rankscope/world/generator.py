@@ -19,9 +19,9 @@ import random
 from dataclasses import asdict, dataclass, field
 
 LETTERS = "ABCDE"
-DOMAIN_SEP = "is"  # the new domains' option layout: 'A is pavo' (general facts: 'A ) red')
+DOMAIN_SEP = ". is"  # the new domains' option layout: 'A . is pavo' (general facts: 'A ) red')
 # Bump whenever generation changes, so cached base models of an older world are not reused.
-WORLD_VERSION = 6
+WORLD_VERSION = 7
 _CONS = "bdfgklmnprstvz"
 _VOWELS = "aeiou"
 
@@ -32,7 +32,8 @@ class WorldSpec:
 
     seed: int = 0
     n_general: int = 240  # general facts the base model learns in pretraining
-    n_domain_train: int = 600  # MCQ items per new domain (4 options med, 5 options legal)
+    n_med_train: int = 600  # toy-med training items (4-option MCQ)
+    n_legal_train: int = 1600  # toy-legal training items (5-option MCQ)
     n_domain_test: int = 160
     max_number: int = 30  # arithmetic lives in 0..max_number
     max_step: int = 9  # operand of one arithmetic step
@@ -60,7 +61,8 @@ PRESETS: dict[str, WorldSpec] = {
     # A smaller world for the test suite: same structure, seconds instead of minutes.
     "small": WorldSpec(
         n_general=60,
-        n_domain_train=240,
+        n_med_train=240,
+        n_legal_train=240,
         n_domain_test=48,
         max_number=12,
         max_step=4,
@@ -234,26 +236,47 @@ def domain_fact(world: World, domain: str, split: str, rng: random.Random) -> Fa
 def render_mcq(question: str, options: list[str], sep: str = ")") -> str:
     """The toy world's MCQ prompt (like MMLU's 'Answer:' format): 'A ) red B ) blue ...'.
 
-    The new domains write their options their own way ('A is pavo B is dunek ...', sep="is"),
-    as real domain exams have their own layouts. The base model never saw that layout, and
-    its letter lookup works only partly through it, which with the unknown question words
-    brings it toward chance on the domains (not to it); fine-tuning teaches both.
+    The new domains write their options their own way ('A . is pavo B . is dunek ...',
+    sep=". is"), as real domain exams have their own layouts. The base model never saw that
+    layout and its letter lookup barely works through it, which with the unknown question
+    words brings it near chance on the domains; fine-tuning teaches both.
     """
     opts = " ".join(f"{LETTERS[i]} {sep} {o}" for i, o in enumerate(options))
     return f"question : {question} {opts} answer :"
 
 
 def fact_mcq(
-    world: World, fact: Fact, n_options: int, rng: random.Random, alt: bool = False
+    world: World,
+    fact: Fact,
+    n_options: int,
+    rng: random.Random,
+    alt: bool = False,
+    gold: int | None = None,
 ) -> tuple[str, list[str], int]:
-    """An MCQ about one fact: distractors from the same relation's values, shuffled."""
+    """An MCQ about one fact: distractors from the same relation's values, shuffled; the
+    answer at position `gold` when given (see `balanced_positions`), else anywhere."""
     rel = world.relations[fact.relation]
     distractors = rng.sample([v for v in rel.values if v != fact.value], n_options - 1)
     options = distractors + [fact.value]
     rng.shuffle(options)
+    if gold is not None:
+        options.remove(fact.value)
+        options.insert(gold, fact.value)
     q = (rel.question_alt if alt else rel.question).format(s=fact.subject)
     sep = DOMAIN_SEP if rel.alias_of else ")"
     return render_mcq(q, options, sep), options, options.index(fact.value)
+
+
+def balanced_positions(n_items: int, n_options: int, rng: random.Random) -> list[int]:
+    """Answer positions for a set of MCQs, each letter equally often (±1), in random order.
+
+    With positions drawn freely, a model that always answers one letter scores that letter's
+    share of the sample (27.5 % for 'D' on 160 four-option items), not chance; balanced, every
+    constant answer scores chance exactly, so what a model scores above it, it read.
+    """
+    positions = [i % n_options for i in range(n_items)]
+    rng.shuffle(positions)
+    return positions
 
 
 def statement(world: World, fact: Fact) -> str:
