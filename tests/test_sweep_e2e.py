@@ -131,12 +131,12 @@ def test_analysis_rows_for_every_run_and_module(swept):
     store.close()
 
 
-def test_toy_base_model_knows_its_general_facts(swept):
+def test_toy_base_model_knows_its_general_facts_and_not_the_new_domains(swept):
     cfg, outcome = swept
     store = Store(cfg.out_dir / STORE_NAME)
     assert _acc(store, "base", "toy-general") >= 0.9  # what the toy world is built for
     store.close()
-    assert outcome.warnings == []
+    assert outcome.warnings == []  # ...and within 3 standard errors of chance on the domains
 
 
 def test_a_toy_base_model_under_its_promise_is_warned_about(tmp_path):
@@ -147,6 +147,30 @@ def test_a_toy_base_model_under_its_promise_is_warned_about(tmp_path):
     assert "87.1 % on toy-general" in msg and "seed 2" in msg and "world_seed" in msg
     store.save_eval("base", "toy-general", {"acc": (0.95, 0.01, 240)}, [])
     assert toy_world_warnings(cfg, store) == []
+    store.close()
+
+
+def test_a_toy_base_model_that_already_solves_a_new_domain_is_warned_about(tmp_path):
+    """Near chance = within 3 standard errors of the mean of 1 / options of the items."""
+    cfg = small_sweep(tmp_path / "out", tmp_path / "cache", "model.world_seed=1")
+    store = Store(tmp_path / STORE_NAME)
+    items = [
+        {
+            "item_id": f"i{k}",
+            "pred": "A",
+            "gold": "A",
+            "correct": 1,
+            "detail": {"logprobs": [-1.0] * 5},
+        }
+        for k in range(160)
+    ]
+    store.save_eval("base", "toy-general", {"acc": (0.99, 0.01, 240)}, [])
+    store.save_eval("base", "toy-legal", {"acc": (0.231, 0.033, 160)}, items)  # 0.9 SE
+    assert toy_world_warnings(cfg, store) == []
+    store.save_eval("base", "toy-legal", {"acc": (0.35, 0.038, 160)}, items)  # 3.9 SE
+    (msg,) = toy_world_warnings(cfg, store)
+    assert "35.0 % on toy-legal" in msg and "3.9 standard errors above chance (20.0 %)" in msg
+    assert "seed 1" in msg
     store.close()
 
 

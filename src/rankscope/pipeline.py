@@ -103,26 +103,43 @@ class SweepOutcome:
 
 
 TOY_GENERAL_FLOOR = 0.90  # what the toy world is built for: its base model knows its facts
+TOY_NEW_DOMAINS = ("toy-med", "toy-legal")
+TOY_NEAR_CHANCE_SE = 3.0  # further above chance than this many standard errors is not "near"
 
 
 def toy_world_warnings(cfg: SweepConfig, store: Store) -> list[str]:
-    """The toy world's promise checked on what was measured: the base model knows its general
-    facts (>= 90 % on toy-general). Other world seeds can fall short (README "Toy world")."""
+    """The toy world's promises checked on what was measured: the base model knows its general
+    facts (>= 90 % on toy-general) and is near chance on the new domains (within 3 standard
+    errors). Other world seeds can fall short (README "Toy world")."""
     if cfg.model.name != "toy":
         return []
-    acc = [
-        m["value"]
-        for m in store.metrics()
-        if (m["run_id"], m["task"], m["metric"]) == (BASE_RUN_ID, "toy-general", "acc")
-    ]
-    if not acc or acc[0] >= TOY_GENERAL_FLOOR:
-        return []
-    return [
-        f"the toy base model (world '{cfg.model.world}', seed {cfg.model.world_seed}) scores "
-        f"{100 * acc[0]:.1f} % on toy-general, under the {100 * TOY_GENERAL_FLOOR:.0f} % the "
-        "toy world is built for: forgetting is measured from a lower start here; another "
-        "model.world_seed may do better"
-    ]
+    base = {
+        m["task"]: m for m in store.metrics() if m["run_id"] == BASE_RUN_ID and m["metric"] == "acc"
+    }
+    world = f"world '{cfg.model.world}', seed {cfg.model.world_seed}"
+    out = []
+    general = base.get("toy-general")
+    if general and general["value"] < TOY_GENERAL_FLOOR:
+        out.append(
+            f"the toy base model ({world}) scores {100 * general['value']:.1f} % on "
+            f"toy-general, under the {100 * TOY_GENERAL_FLOOR:.0f} % the toy world is built "
+            "for: forgetting is measured from a lower start here; another model.world_seed "
+            "may do better"
+        )
+    chance = store.chance_levels()
+    for task in TOY_NEW_DOMAINS:
+        m, c = base.get(task), chance.get(task)
+        if not m or c is None or not m["stderr"]:
+            continue
+        z = (m["value"] - c) / m["stderr"]
+        if z > TOY_NEAR_CHANCE_SE:
+            out.append(
+                f"the toy base model ({world}) scores {100 * m['value']:.1f} % on {task}, "
+                f"{z:.1f} standard errors above chance ({100 * c:.1f} %): it partly solves "
+                "the domain before any fine-tuning, so gains there start higher up; another "
+                "model.world_seed may do better"
+            )
+    return out
 
 
 def run_status(store: Store, run: RunSpec, cfg: SweepConfig) -> str:
