@@ -22,7 +22,7 @@ import pytest
 from sweep_configs import small_sweep
 
 from rankscope.config import SweepConfig
-from rankscope.errors import ConfigError
+from rankscope.errors import ConfigError, RunFailed
 from rankscope.executors import multigpu, slurm
 from rankscope.pipeline import STORE_NAME, run_sweep
 from rankscope.runner import ingest_run, write_sweep_file
@@ -163,6 +163,51 @@ def test_ray_two_concurrent_runs_give_the_local_store(reference, tmp_path, cache
     assert _rows(cfg.out_dir / STORE_NAME) == reference[1]
     (s0, e0), (s1, e1) = (_span(tmp_path / "runs" / r) for r in RUN_IDS)
     assert s0 < e1 and s1 < e0  # the two runs were executing at the same time
+
+
+# ----------------------------------------------------------------------------- CPU workers
+def test_cpu_workers_run_at_once_and_give_the_local_store(reference, tmp_path, cache_dir):
+    cfg = _cfg(tmp_path, cache_dir, "executor.cpu_workers=2")
+    outcome = run_sweep(cfg, report=False)
+    assert sorted(outcome.done) == sorted(RUN_IDS) and not outcome.failed
+    assert _rows(cfg.out_dir / STORE_NAME) == reference[1]
+    (s0, e0), (s1, e1) = (_span(tmp_path / "runs" / r) for r in RUN_IDS)
+    assert s0 < e1 and s1 < e0  # the two runs were executing at the same time
+
+
+def test_a_killed_cpu_worker_fails_its_run_and_the_rerun_finishes_it(
+    reference, tmp_path, cache_dir, monkeypatch
+):
+    from rankscope.executors import cpu_pool
+
+    cfg = _cfg(tmp_path, cache_dir, "executor.cpu_workers=2")
+    write_sweep_file(cfg, tmp_path)
+    seen: dict[str, str | None] = {}
+    monkeypatch.setenv("RANKSCOPE_TEST_KILL_AT", "step:1")  # SIGKILL at the first train step
+    try:
+        cpu_pool.submit(cfg, tmp_path, RUN_IDS, seen.__setitem__)
+    except RunFailed as e:  # the pool broke before the other worker had started 'base'
+        assert "1 run(s) not started (base); rerun to start them" in str(e)
+    assert seen[LORA] == "a worker process died during this run; rerun to resume it"
+    monkeypatch.delenv("RANKSCOPE_TEST_KILL_AT")
+    again = run_sweep(cfg, report=False)
+    assert LORA in again.done and not again.failed
+    assert _rows(cfg.out_dir / STORE_NAME) == reference[1]
+
+
+def test_a_run_id_not_in_the_sweep_stops_the_cpu_pool_as_it_stops_local(tmp_path, cache_dir):
+    from rankscope.executors import cpu_pool
+
+    cfg = _cfg(tmp_path, cache_dir, "executor.cpu_workers=2")
+    write_sweep_file(cfg, tmp_path)
+    with pytest.raises(ConfigError, match="no-such-run"):
+        cpu_pool.submit(cfg, tmp_path, ["no-such-run", "no-such-run-2"], lambda *a: None)
+
+
+def test_threads_per_worker_share_the_cores():
+    from rankscope.executors.cpu_pool import threads_per_worker
+
+    assert [threads_per_worker(w, cores=16) for w in (1, 2, 3, 16, 32)] == [16, 8, 5, 1, 1]
 
 
 @pytest.mark.slow

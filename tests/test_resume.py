@@ -44,6 +44,7 @@ def _args(out: Path, cache_dir: Path, *extra: str) -> list[str]:
         "eval.max_new_tokens=16",
         "analysis.probe_items=8",
         "analysis.ablation_items=8",
+        "executor.cpu_workers=1",  # in-process crash points (the pool's: test_executors)
         *extra,
     ]
     return ["run", "-o", str(out), *(x for s in sets for x in ("--set", s))]

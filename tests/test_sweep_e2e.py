@@ -264,6 +264,7 @@ FAULT_SETS = [
     "analysis.enabled=false",
     "train.epochs=1",
     "train.oom_retry=false",
+    "executor.cpu_workers=1",  # in-process: the monkeypatched failure must reach the run
 ]
 
 

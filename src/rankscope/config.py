@@ -199,6 +199,8 @@ class ExecutorConfig:
     """GPUs per run (local with several GPUs, slurm, ray); 0 on CPU-only machines."""
     cpus_per_run: int = 1
     """CPU cores per run (slurm, ray)."""
+    cpu_workers: int = 1
+    """local on CPU: runs at once, each worker a process with cores / cpu_workers threads."""
     max_retries: int = 2
     """Times a lost or preempted run is retried from its last checkpoint (slurm, ray)."""
     accelerate_config: str | None = None
@@ -502,6 +504,7 @@ def validate(cfg: SweepConfig) -> None:
     )
     _check(e.gpus_per_run >= 0, "executor.gpus_per_run: must be >= 0")
     _check(e.cpus_per_run >= 1, "executor.cpus_per_run: must be >= 1")
+    _check(e.cpu_workers >= 1, "executor.cpu_workers: must be >= 1")
     _check(e.max_retries >= 0, "executor.max_retries: must be >= 0")
     _check(e.slurm_time_min >= 1, "executor.slurm_time_min: must be >= 1")
     _check(e.slurm_array_parallelism >= 1, "executor.slurm_array_parallelism: must be >= 1")

@@ -2,7 +2,8 @@
 
 In-process, the loaded base model and the tasks' items are reused across runs, and every unit
 of results is ingested as soon as it is written (`on_unit`), so `rankscope status` is live.
-With at least two runs' worth of GPUs, the runs go to `multigpu` (concurrent subprocesses).
+With at least two runs' worth of GPUs, the runs go to `multigpu` (concurrent subprocesses);
+on a CPU with `executor.cpu_workers` > 1, to `cpu_pool` (a pool of worker processes).
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ def _enough_gpus(cfg: SweepConfig) -> bool:
     return per_run > 0 and torch.cuda.device_count() >= 2 * per_run
 
 
+def _any_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def submit(
     cfg: SweepConfig,
     sweep_dir: Path,
@@ -40,6 +47,9 @@ def submit(
     if _enough_gpus(cfg):
         multigpu = importlib.import_module("rankscope.executors.multigpu")
         return multigpu.submit(cfg, sweep_dir, run_ids, on_finished)
+    if cfg.executor.cpu_workers > 1 and len(run_ids) > 1 and not _any_gpu():
+        cpu_pool = importlib.import_module("rankscope.executors.cpu_pool")
+        return cpu_pool.submit(cfg, sweep_dir, run_ids, on_finished, stages=stages)
     if Path(cfg.out_dir).resolve() != Path(sweep_dir).resolve():
         cfg = dataclasses.replace(cfg, output_dir=str(sweep_dir))
     sweep = sweep_for(cfg)
