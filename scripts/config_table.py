@@ -1,4 +1,4 @@
-"""Regenerate the README's config reference table from config.py's attribute docstrings."""
+"""Regenerate the README's config reference table from the config's attribute docstrings."""
 
 import re
 import sys

@@ -1,4 +1,4 @@
-"""Shared fixtures: a small toy world built once per test session, in a private cache."""
+"""Shared fixtures: a private model cache and the shipped small toy world's base model."""
 
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_model_dir(cache_dir: Path) -> Path:
-    """The 'small' toy world's base model, pretrained once (~20 s on 2 cores)."""
-    from rankscope.world.build import ensure_base_model
+    """The 'small' toy world's base model as shipped with the package: the same bytes on every
+    machine, so quality assertions do not depend on where the suite runs."""
     from rankscope.world.generator import PRESETS
+    from rankscope.world.shipped import shipped_model_dir
 
-    return ensure_base_model(PRESETS["small"], cache_dir)
+    path = shipped_model_dir(PRESETS["small"])
+    assert path is not None, "the small world's base model must ship with the package"
+    return path

@@ -193,3 +193,33 @@ def test_output_dir_of_another_sweep(monkeypatch, capsys, tmp_path):
     code, text = cli(monkeypatch, capsys, "run", "--set", "name=mine", "-o", str(out))
     assert code == 2 and "holds results of sweep 'someone-else'" in text and "--force" in text
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    "content, needles",
+    [
+        (  # saved as latin-1: 'é' is the single byte 0xe9
+            "name: x\n# réglages du modèle\ntrain:\n  epochs: 2\n".encode("latin-1"),
+            ["line 2", "byte 0xe9", "byte offset 11", "must be UTF-8 text"],
+        ),
+        (
+            b"name: x\ntrain:\n  epochs: 2\nmodel:\n  name: toy\ntrain:\n  batch_size: 4\n",
+            ["key 'train' is given twice (lines 2 and 6); keep one"],
+        ),
+        (
+            b"name: x\ntrain:\n  epochs: 2\n  batch_size: 4\n  epochs: 3\n",
+            ["key 'train.epochs' is given twice (lines 3 and 5); keep one"],
+        ),
+    ],
+    ids=["not-utf8", "duplicate-section", "duplicate-nested-key"],
+)
+def test_unreadable_config_file(monkeypatch, capsys, tmp_path, content, needles):
+    """Neither an internal error (a non-UTF-8 byte) nor a silent last-one-wins (a key given
+    twice): one message naming the file and line(s), from `plan` and `run` alike."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(content)
+    code, text = cli(monkeypatch, capsys, "plan", str(bad))
+    assert code == 2 and str(bad) in text and "Traceback" not in text, text
+    for needle in needles:
+        assert needle in text, text
+    expect_refusal(monkeypatch, capsys, tmp_path / "out", [str(bad)], str(bad), *needles)

@@ -1,19 +1,31 @@
-"""Config: the paper's defaults, overrides, and one clear error per bad input."""
+"""Config: the paper's defaults, overrides, one clear error per bad input, and sections that
+check themselves (built from YAML or directly in Python)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from rankscope.config import SweepConfig, alpha_for, load_config, parse_set
+from rankscope.config import (
+    DEFAULT_CONFIG,
+    DataConfig,
+    LoraConfig,
+    SweepConfig,
+    TasksConfig,
+    TrainConfig,
+    load_config,
+    parse_set,
+)
 from rankscope.errors import ConfigError
+from rankscope.plan import make_plan
 
 
 def test_dataclass_defaults_are_the_papers():
     cfg = SweepConfig()
     assert cfg.methods.lora.ranks == [8, 16, 32, 64, 128]
-    assert [alpha_for(cfg.methods.lora.alpha, r) for r in (8, 128)] == [16, 256]
+    assert [cfg.methods.lora.alpha_for(r) for r in (8, 128)] == [16, 256]
     assert cfg.methods.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
     assert cfg.methods.lora.dropout == 0.05
     assert cfg.methods.full.lr == 5e-5
@@ -24,7 +36,6 @@ def test_dataclass_defaults_are_the_papers():
 def test_embedded_default_config_loads():
     cfg = load_config()
     assert cfg.model.name == "toy" and cfg.tasks.retention == "toy-general"
-    assert cfg.tasks.retention not in cfg.tasks.train
 
 
 def test_set_overrides_parse_yaml_values():
@@ -40,7 +51,7 @@ def test_set_overrides_parse_yaml_values():
     assert cfg.train.epochs == 2.0
     assert cfg.methods.lora.ranks == [4, 16]
     assert cfg.methods.full.lr == 5e-5
-    assert alpha_for(cfg.methods.lora.alpha, 4) == 16.0
+    assert cfg.methods.lora.alpha_for(4) == 16.0
     assert parse_set(["a.b.c=1"]) == {"a": {"b": {"c": 1}}}
 
 
@@ -81,3 +92,70 @@ def test_malformed_yaml_names_file_and_line(tmp_path: Path):
 def test_missing_config_file(tmp_path: Path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_a_section_built_in_python_checks_itself():
+    with pytest.raises(ConfigError, match=r"^train\.epochs: must be > 0, got 0$"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ConfigError, match="data.on_bad_row: 'ignore' is not one of stop, skip"):
+        DataConfig(on_bad_row="ignore")
+    with pytest.raises(ConfigError, match="tasks.train: unknown task 'toy-medd'"):
+        TasksConfig(train=["toy-medd"])
+    with pytest.raises(ConfigError, match="train.batch_size: must be >= 1, got 0"):
+        dataclasses.replace(SweepConfig().train, batch_size=0)  # replace builds anew
+
+
+def test_cross_section_rules_sit_on_the_sweep():
+    """Retention must not be trained on, unless MMLU is split into trained and kept subjects
+    (a rule that needs both tasks and data, so neither section can check it alone)."""
+    with pytest.raises(ConfigError, match="tasks.retention: 'toy-general' is also a training task"):
+        SweepConfig(tasks=TasksConfig(train=["toy-general"]))
+    mmlu = TasksConfig(train=["mmlu"], eval=["mmlu"], retention="mmlu")
+    with pytest.raises(ConfigError, match="tasks.retention: 'mmlu' is also a training task"):
+        SweepConfig(tasks=mmlu)
+    SweepConfig(tasks=mmlu, data=DataConfig(mmlu_train_subjects=["anatomy"]))
+
+
+def test_a_section_error_from_a_file_names_the_file_then_the_field():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train.epochs=0"])
+    assert str(err.value) == f"{DEFAULT_CONFIG}: train.epochs: must be > 0, got 0.0"
+
+
+@pytest.mark.parametrize(
+    "rule, ranks, alphas",
+    [
+        ("2r", [8, 16], [16.0, 32.0]),
+        ("r", [4], [4.0]),
+        ("0.5r", [3], [1.5]),
+        ("16", [4, 64], [16.0, 16.0]),
+    ],
+)
+def test_alpha_is_resolved_per_rank(rule, ranks, alphas):
+    lora = LoraConfig(alpha=rule, ranks=ranks)
+    assert [lora.alpha_for(r) for r in ranks] == alphas
+
+
+@pytest.mark.parametrize(
+    "rule, needle",
+    [
+        ("abc", "methods.lora.alpha: 'abc' is neither '<k>r' (e.g. '2r') nor a number"),
+        ("-2r", "methods.lora.alpha: must be > 0, got '-2r'"),
+        ("0", "methods.lora.alpha: must be > 0, got '0'"),
+    ],
+)
+def test_a_bad_alpha_rule_is_refused_when_built(rule, needle):
+    with pytest.raises(ConfigError) as err:
+        LoraConfig(alpha=rule)
+    assert str(err.value) == needle
+
+
+def test_a_disabled_lora_section_is_not_checked_for_ranks_or_alpha():
+    LoraConfig(enabled=False, ranks=[], alpha="abc", target_modules=[])
+
+
+def test_run_ids_and_run_alphas_come_from_alpha_for():
+    cfg = load_config(None, ["methods.lora.alpha=0.5r", "methods.lora.ranks=[3, 8]"])
+    lora = [r for r in make_plan(cfg) if r.method == "lora"]
+    assert {(r.rank, r.alpha) for r in lora} == {(3, 1.5), (8, 4.0)}
+    assert any(r.run_id.endswith("__lora-r3-a1.5__s0") for r in lora)

@@ -1,4 +1,5 @@
-"""Every shipped config still parses and validates; the paper's plan works offline."""
+"""Every shipped config still loads (its sections check themselves as they are built, so
+loading is the whole check); the paper configs say what the paper did; its plan works offline."""
 
 from __future__ import annotations
 
@@ -16,9 +17,8 @@ SHIPPED = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name 
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
-def test_shipped_config_validates(path):
-    cfg = load_config(path)
-    assert cfg.tasks.retention in cfg.tasks.eval
+def test_shipped_config_loads(path):
+    load_config(path)
 
 
 def test_paper_configs_state_the_paper_design():

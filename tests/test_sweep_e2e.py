@@ -75,10 +75,10 @@ def test_fine_tuning_learns_the_worked_answer_format(swept):
         preds = store.predictions(run_id, "toy-arith")
         return sum(p["pred"] != "None" for p in preds) / len(preds)
 
-    # the base model never saw '#### N' answers; full SFT on toy-arith writes them (35 % of
-    # answers for the small world's v6 base model, 50-60 % for its v5 one: a few dozen steps)
+    # the base model never saw '#### N' answers; full SFT on toy-arith writes them: 100 % of
+    # answers for the shipped small model on every floating-point path measured (README)
     assert formatted("base") == 0.0
-    assert formatted("toy-arith__full__s0") >= 0.25
+    assert formatted("toy-arith__full__s0") >= 0.5
     full = _acc(store, "toy-arith__full__s0", "toy-arith", "em_strict")
     assert full >= _acc(store, "base", "toy-arith", "em_strict")
     store.close()

@@ -60,11 +60,11 @@ def run(
 ):
     """Run the sweep (train, evaluate, report); finished work is never redone."""
     from rankscope.pipeline import run_sweep
-    from rankscope.progress import rich_stages
+    from rankscope.progress import stages_for
 
     cfg = _load(config, set_, output_dir)
     console.print(f"[bold]rankscope[/bold] sweep [cyan]{cfg.name}[/cyan] -> {cfg.out_dir}")
-    with rich_stages(console) as stages:
+    with stages_for(console) as stages:
         outcome = run_sweep(cfg, force=force, fail_fast=fail_fast, stages=stages)
     console.print(
         f"{len(outcome.done)} run(s) done now, {len(outcome.skipped)} already done, "
@@ -163,10 +163,10 @@ def _estimate(cfg, runs, peak_tflops: float, mfu: float) -> dict:
 def analyze(config: ConfigArg = None, set_: SetOpt = None, output_dir: OutOpt = None):
     """Spectral ΔW + attention analysis of a sweep's finished runs (resumes per module)."""
     from rankscope.pipeline import analyze_only
-    from rankscope.progress import rich_stages
+    from rankscope.progress import stages_for
 
     cfg = _load(config, set_, output_dir)
-    with rich_stages(console) as stages:
+    with stages_for(console) as stages:
         analyze_only(cfg, stages)
     console.print(f"analysis rows stored in {cfg.out_dir / 'results.sqlite'}")
 
@@ -243,30 +243,36 @@ def world_build(
     cache_dir: Path | None = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if cached.")] = False,
 ):
-    """Build and cache the toy world's tokenizer and base model."""
-    from rankscope.progress import rich_stages
+    """Build the toy world's base model from its recipe (cached), and compare it with the
+    shipped one: sweeps use the shipped weights wherever a world ships them."""
+    from rankscope.progress import stages_for
     from rankscope.world.build import ensure_base_model
     from rankscope.world.generator import PRESETS, spec_for
 
     if preset not in PRESETS:
         raise RankscopeError(f"--preset: {preset!r} is not one of {', '.join(PRESETS)}")
     spec = spec_for(preset, seed)
-    with rich_stages(console) as stages:
+    with stages_for(console) as stages:
         stages.start("pretrain", spec.pretrain_steps)
         path = ensure_base_model(
             spec, cache_dir, force=force, on_step=lambda s, n, loss: stages.advance("pretrain", 1)
         )
+    from rankscope.world.shipped import compare_to_shipped
+
     console.print(f"toy base model: [green]{path}[/green]")
+    console.print(compare_to_shipped(path, spec))
 
 
 def main() -> None:
     """Entry point: user errors print one message and exit non-zero, without a traceback."""
+    from rich.markup import escape  # messages quote configs and commands: `ranks=[8]` is no tag
+
     try:
         code = app(standalone_mode=False)
     except RankscopeError as e:
         if _state["debug"]:
             raise
-        console.print(f"[red]error:[/red] {e}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         code = 130
@@ -281,7 +287,7 @@ def main() -> None:
         if _state["debug"]:
             raise
         console.print(
-            f"[red]internal error:[/red] {type(e).__name__}: {e} (rerun with --debug "
+            f"[red]internal error:[/red] {type(e).__name__}: {escape(str(e))} (rerun with --debug "
             "for the traceback)",
             highlight=False,
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 class RankscopeError(Exception):
@@ -20,6 +20,11 @@ class DataError(RankscopeError):
     """A bad data file or row: names the file and line."""
 
 
+class SweepBusy(RankscopeError):
+    """Another driver holds the output directory (its LOCK file): two drivers would run the
+    same runs at once, their workers writing the same run directories."""
+
+
 class RunFailed(RankscopeError):
     """One or more runs of a sweep failed (the others completed)."""
 
@@ -30,3 +35,22 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
     """' (did you mean X?)' for the closest option, or '' if none is close."""
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise ConfigError(message) unless `ok`. Each config section checks its own fields in
+    `__post_init__`, one rule a line, right below the fields it checks."""
+    if not ok:
+        raise ConfigError(message)
+
+
+def require_one_of(
+    where: str, value: str | None, options: Sequence[str | None], hint: bool
+) -> None:
+    """`where: 'x' is not one of a, b (did you mean 'a'?)` unless `value` is an option; `hint`
+    adds the closest option (some fields have always been refused without one)."""
+    if value in options:
+        return
+    shown = ", ".join("null" if o is None else o for o in options)
+    close = did_you_mean(value, [o for o in options if o is not None]) if hint and value else ""
+    raise ConfigError(f"{where}: {value!r} is not one of {shown}{close}")

@@ -23,14 +23,14 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"
 
 
 def resolve_model_path(mcfg: ModelConfig) -> Path | str:
-    """The toy model's cached dir (built on first use), a local dir, or a hub id."""
+    """The toy model's dir (shipped, or built on first use), a local dir, or a hub id."""
     if mcfg.name == "toy":
-        from rankscope.world.build import ensure_base_model
+        from rankscope.world.build import base_model_path
         from rankscope.world.generator import spec_for
 
         spec = spec_for(mcfg.world, mcfg.world_seed)
         cache = Path(mcfg.cache_dir) if mcfg.cache_dir else None
-        return ensure_base_model(spec, cache)
+        return base_model_path(spec, cache)
     if mcfg.name == "tiny-real":
         from rankscope.world.tiny import ensure_tiny_model
 

@@ -28,12 +28,21 @@ STORE_NAME = "results.sqlite"
 
 @dataclass
 class Stages:
-    """Progress callbacks of the stages (no-ops by default)."""
+    """Progress callbacks of the stages (no-ops by default).
+
+    The run callbacks are what a log without bars (a batch job's file) is made of:
+    `run_start` when a run is handed to a worker (in-process, CPU pool, a GPU subprocess),
+    `run_submitted` when it only went to a scheduler's queue (Slurm, Ray), where its real
+    start is not seen here, and `run_end` when it finished (error None) or failed.
+    """
 
     start: Callable[[str, int], None] = lambda stage, total: None
     advance: Callable[[str, int], None] = lambda stage, n: None
     step: Callable[[str, int, int], None] = lambda label, done, total: None
     note: Callable[[str], None] = lambda msg: None
+    run_start: Callable[[str], None] = lambda run_id: None
+    run_submitted: Callable[[str], None] = lambda run_id: None
+    run_end: Callable[[str, str | None], None] = lambda run_id, error: None
 
 
 def task_context(cfg: SweepConfig) -> TaskContext:
@@ -232,9 +241,12 @@ def run_sweep(
     report: bool = True,
 ) -> SweepOutcome:
     """Run every due run of the sweep through its executor, then write the report."""
+    from contextlib import closing
+
     from rankscope.analyze import fit_rows
     from rankscope.preflight import check_model_fits
     from rankscope.runner import write_sweep_file
+    from rankscope.sweeplock import hold
 
     quiet_libraries()
     sweep, stages = sweep_for(cfg), stages or Stages()
@@ -246,9 +258,8 @@ def run_sweep(
         resolve_model_path(cfg.model)
     check_model_fits(cfg)  # LoRA targets exist, ranks fit: before anything is written
     sweep.out.mkdir(parents=True, exist_ok=True)
-    store = Store(sweep.out / STORE_NAME)
     outcome = SweepOutcome(sweep.out)
-    try:
+    with hold(sweep.out), closing(Store(sweep.out / STORE_NAME)) as store:  # one driver at a time
         guard_output_dir(store, cfg, runs, force)
         _write_meta(store, cfg)
         write_sweep_file(cfg, sweep.out)  # what workers read
@@ -266,8 +277,6 @@ def run_sweep(
             stages.start("report", 1)
             outcome.report = write_sweep_report(sweep.out)
             stages.advance("report", 1)
-    finally:
-        store.close()
     return outcome
 
 
@@ -286,18 +295,18 @@ def _execute(
 
     def on_finished(run_id: str, error: str | None) -> None:
         ingest_run(store, sweep.run_dir(run_id))
+        stages.run_end(run_id, error)  # every executor reports a finished run here
         if error is None:
             outcome.done.append(run_id)
             return
         outcome.failed[run_id] = error
-        stages.note(f"[red]failed[/red] {run_id}: {error}")
         if fail_fast:
             raise StopSweep(run_id)
 
     kind = sweep.cfg.executor.kind
-    extra = {}
+    extra: dict[str, object] = {"stages": stages}  # executors report runs they start (submit)
     if kind == "local":  # in-process: ingest every unit as it is written (live status)
-        extra = {"stages": stages, "on_unit": lambda rid: ingest_run(store, sweep.run_dir(rid))}
+        extra["on_unit"] = lambda rid: ingest_run(store, sweep.run_dir(rid))
     with interrupt_handler():
         try:
             EXECUTORS[kind](sweep.cfg, sweep.out, run_ids, on_finished, **extra)
@@ -307,45 +316,45 @@ def _execute(
 
 def analyze_only(cfg: SweepConfig, stages: Stages | None = None) -> Path:
     """`rankscope analyze`: the analyze stage alone, on a sweep's finished runs."""
+    from contextlib import closing
+
     from rankscope.analyze import fit_rows
     from rankscope.runner import analyze_done_run, ingest_run
+    from rankscope.sweeplock import hold
 
     quiet_libraries()
     sweep, stages = sweep_for(cfg), stages or Stages()
     path = sweep.out / STORE_NAME
     if not path.exists():
         raise RankscopeError(f"{sweep.out}: no {STORE_NAME} here; run the sweep first")
-    store = Store(path)
-    try:
+    with hold(sweep.out), closing(Store(path)) as store:  # not while a driver runs the sweep
         done = [r for r in make_plan(cfg) if run_state(store, r, cfg) == "done"]
         stages.start("analyze", len(done))
         for run in done:
             analyze_done_run(sweep, run, stages)
             ingest_run(store, sweep.run_dir(run))
         fit_rows(store)
-    finally:
-        store.close()
     return path
 
 
 def reindex_sweep(out_dir: Path) -> int:
     """Rebuild the results store from the run directories, in one transaction; runs found."""
+    from contextlib import closing
+
     from rankscope.analyze import fit_rows
     from rankscope.runner import ingest_run, read_sweep_file
+    from rankscope.sweeplock import hold
 
     out_dir = Path(out_dir)
     cfg = read_sweep_file(out_dir)
     run_dirs = sorted(p for p in (out_dir / "runs").glob("*") if (p / "config.yaml").is_file())
-    store = Store(out_dir / STORE_NAME)
-    try:
+    with hold(out_dir), closing(Store(out_dir / STORE_NAME)) as store:  # not while one runs
         with store.transaction():
             store.clear()
             _write_meta(store, cfg)
             for rdir in run_dirs:
                 ingest_run(store, rdir)
             fit_rows(store)
-    finally:
-        store.close()
     return len(run_dirs)
 
 
@@ -368,14 +377,15 @@ def quiet_libraries() -> None:
 
 
 def _prepare_base(sweep: Sweep, stages: Stages, needed: bool) -> None:
-    """Build/cache the toy base model once, up front (workers then only load it)."""
+    """Build/cache the toy base model once, up front, for a world that ships none (workers
+    then only load it); a shipped world needs nothing."""
     if not needed or sweep.cfg.model.name != "toy":
         return
-    from rankscope.world.build import default_cache_dir, ensure_base_model, model_dir
+    from rankscope.world.build import ensure_base_model, needs_build
 
     spec = sweep.ctx.world_spec
     cache = Path(sweep.cfg.model.cache_dir) if sweep.cfg.model.cache_dir else None
-    if (model_dir(spec, cache or default_cache_dir()) / "world.json").exists():
+    if not needs_build(spec, cache):
         return
     stages.start("build toy base model", spec.pretrain_steps)
     ensure_base_model(

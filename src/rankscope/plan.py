@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from rankscope.config import SweepConfig, alpha_for
+from rankscope.config import SweepConfig
 
 BASE_RUN_ID = "base"
 
@@ -79,7 +79,7 @@ def make_plan(cfg: SweepConfig) -> list[RunSpec]:
                 runs.append(RunSpec(f"{task}__full__s{seed}", "full", task, seed, lr=m.full.lr))
             if m.lora.enabled:
                 for r in m.lora.ranks:
-                    a = alpha_for(m.lora.alpha, r)
+                    a = m.lora.alpha_for(r)
                     tag = f"lora-r{r}-a{_fmt(a)}" + (f"-{variant}" if variant else "")
                     runs.append(
                         RunSpec(

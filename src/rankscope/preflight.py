@@ -1,9 +1,9 @@
 """Checks that need the model's shapes, run before a sweep writes anything.
 
-The config checks itself (config.validate); what only the model can answer — do the LoRA
-target modules exist, does every rank fit under min(d_in, d_out) — is checked here on a
-meta-device copy (shapes only, no weights), so a bad rank fails in seconds, not after the
-base model was loaded and the first runs were trained.
+The config checks itself (each section in its __post_init__); what only the model can
+answer — do the LoRA target modules exist, does every rank fit under min(d_in, d_out) — is
+checked here on a meta-device copy (shapes only, no weights), so a bad rank fails in
+seconds, not after the base model was loaded and the first runs were trained.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ process) ingests each run when its worker reports it finished.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,11 @@ def submit(
     *,
     stages: Stages | None = None,
 ) -> None:
-    """Execute the runs `cfg.executor.cpu_workers` at a time; on_finished as each ends."""
+    """Execute the runs `cfg.executor.cpu_workers` at a time; on_finished as each ends.
+
+    A run goes to the pool only when a worker is free for it, so handing it over is its start
+    (`stages.run_start`, a batch log's start line) and a fail-fast stop leaves none queued.
+    """
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -79,10 +84,12 @@ def submit(
         initializer=_init,
         initargs=(str(Path(sweep_dir).resolve()), threads_per_worker(workers)),
     )
-    pending = {pool.submit(_run, rid): rid for rid in run_ids}
+    queue: deque[str] = deque(run_ids)
+    pending: dict[Any, str] = {}
     n_eval = len(cfg.tasks.eval)
     unstarted: list[str] = []
     try:
+        unstarted += _hand_out(pool, queue, pending, workers, stages)
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
@@ -101,6 +108,7 @@ def submit(
                 stages.advance("evaluate", n_eval)
                 stages.advance("analyze", 1)
                 on_finished(run_id, message)
+            unstarted += _hand_out(pool, queue, pending, workers, stages)
     finally:  # fail-fast, a config error or Ctrl-C: start nothing more (runs resume on rerun)
         pool.shutdown(wait=True, cancel_futures=True)
     if unstarted:  # the finished runs are ingested; these are pending for the next `run`
@@ -109,3 +117,20 @@ def submit(
             f"({', '.join(unstarted[:3])}{', ...' if len(unstarted) > 3 else ''}); "
             "rerun to start them"
         )
+
+
+def _hand_out(
+    pool: Any, queue: deque[str], pending: dict[Any, str], workers: int, stages: Stages
+) -> list[str]:
+    """Give queued runs to the free workers; returns the runs left when the pool broke."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    while queue and len(pending) < workers:
+        try:
+            pending[pool.submit(_run, queue[0])] = queue[0]
+        except BrokenProcessPool:  # a worker was killed: the rest wait for the next `run`
+            left = list(queue)
+            queue.clear()
+            return left
+        stages.run_start(queue.popleft())
+    return []

@@ -46,15 +46,17 @@ def submit(
 
     if _enough_gpus(cfg):
         multigpu = importlib.import_module("rankscope.executors.multigpu")
-        return multigpu.submit(cfg, sweep_dir, run_ids, on_finished)
+        on_start = stages.run_start if stages else None
+        return multigpu.submit(cfg, sweep_dir, run_ids, on_finished, on_start=on_start)
     if cfg.executor.cpu_workers > 1 and len(run_ids) > 1 and not _any_gpu():
         cpu_pool = importlib.import_module("rankscope.executors.cpu_pool")
         return cpu_pool.submit(cfg, sweep_dir, run_ids, on_finished, stages=stages)
     if Path(cfg.out_dir).resolve() != Path(sweep_dir).resolve():
         cfg = dataclasses.replace(cfg, output_dir=str(sweep_dir))
-    sweep = sweep_for(cfg)
+    sweep, stages = sweep_for(cfg), stages or Stages()
     for run_id in run_ids:
         check_stop("between runs")
+        stages.run_start(run_id)
         notify = (lambda rid=run_id: on_unit(rid)) if on_unit else None
         try:
             execute_unit(sweep, run_id, stages, notify)

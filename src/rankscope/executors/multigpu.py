@@ -162,8 +162,10 @@ def submit(
     *,
     devices: list[str] | None = None,
     poll_s: float = 0.5,
+    on_start: Callable[[str], None] | None = None,
 ) -> None:
-    """Run `run_ids` on this machine's GPUs, `gpus_per_run` each, as many at once as fit."""
+    """Run `run_ids` on this machine's GPUs, `gpus_per_run` each, as many at once as fit;
+    `on_start(run_id)` as each one's process starts on its GPUs (a log's start line)."""
     sweep_dir = Path(sweep_dir).resolve()  # workers may start in another directory
     devices = visible_devices() if devices is None else list(devices)
     n = _check(cfg, devices)
@@ -174,6 +176,8 @@ def submit(
             while pending and (gpus := pool.take(n)) is not None:
                 run_id = pending.popleft()
                 running[run_id] = _launch(cfg, sweep_dir, run_id, gpus)
+                if on_start:
+                    on_start(run_id)
             time.sleep(poll_s)  # poll: a sweep's runs last minutes to hours
             for run_id, w in list(running.items()):
                 if w.proc.poll() is None:

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rankscope.config import ExecutorConfig, SweepConfig
 from rankscope.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rankscope.pipeline import Stages
 
 
 def run_task(sweep_dir: str, run_id: str, executor: ExecutorConfig) -> str:
@@ -64,6 +67,8 @@ def submit(
     sweep_dir: Path,
     run_ids: list[str],
     on_finished: Callable[[str, str | None], None],
+    *,
+    stages: Stages | None = None,
 ) -> None:
     """Run every run as a Ray task; call on_finished (in this process) as each one ends."""
     import ray
@@ -81,6 +86,9 @@ def submit(
         name="rankscope-run",
     )
     refs: dict[Any, str] = {task.remote(str(sweep_dir), rid, e): rid for rid in run_ids}
+    if stages is not None:  # queued: when a task starts is Ray's to say, not seen here
+        for run_id in run_ids:
+            stages.run_submitted(run_id)
     try:
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1)  # blocks; no busy loop

@@ -16,13 +16,16 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import submitit
 
 from rankscope.config import ExecutorConfig, SweepConfig
 from rankscope.errors import ConfigError
 from rankscope.executors.multigpu import launch_run
+
+if TYPE_CHECKING:
+    from rankscope.pipeline import Stages
 
 POLL_S = 2.0  # between checks of the jobs' states (submitit caches sacct for Slurm anyway)
 
@@ -117,6 +120,7 @@ def submit(
     on_finished: Callable[[str, str | None], None],
     *,
     poll_s: float = POLL_S,
+    stages: Stages | None = None,
 ) -> None:
     """Submit the runs as one job array; call on_finished (in this process) as each ends."""
     if not run_ids:
@@ -124,6 +128,9 @@ def submit(
     sweep_dir = Path(sweep_dir).resolve()  # workers may start in another directory
     executor = make_executor(cfg, sweep_dir)
     jobs = executor.map_array(RunJob(cfg.executor), [str(sweep_dir)] * len(run_ids), run_ids)
+    if stages is not None:  # queued: when a job starts is Slurm's to say, not seen here
+        for run_id in run_ids:
+            stages.run_submitted(run_id)
     pending = list(zip(jobs, run_ids, strict=True))
     try:
         while pending:

@@ -13,9 +13,9 @@ import tempfile
 from pathlib import Path
 
 from rankscope.report.analysis_figures import render_analysis_figures
+from rankscope.report.data import ReportData
 from rankscope.report.figures import render_figures
 from rankscope.report.render import TEX_NAME, render_report
-from rankscope.report.tables import ReportData
 from rankscope.store import Store
 
 __all__ = ["load_report_data", "write_report"]

@@ -1,4 +1,9 @@
-"""What a task is: items with a prompt and a completion, a kind (mcq | gen), and a loader."""
+"""What a task is: items with a prompt and a completion, a kind (mcq | gen), and a loader.
+
+`DataConfig` (the sweep's `data:` section) lives here, beside the `TaskContext` that carries
+it to the loaders: the loaders need it and `rankscope.config` needs the task registry, so the
+section sits below both and `config` re-exports it.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rankscope.errors import DataError
+from rankscope.errors import DataError, require, require_one_of
 
 LETTERS = "ABCDE"
 
@@ -32,11 +37,45 @@ class Item:
 
 
 @dataclass
+class DataConfig:
+    source: str = "hub"
+    """Where real benchmarks come from: hub (datasets.load_dataset) | files (local copies)."""
+    dir: str | None = None
+    """Root of local benchmark files (layout: gsm8k/, mmlu/, medmcqa/, mathqa/, legalmcq/)."""
+    on_bad_row: str = "stop"
+    """A malformed data row: stop (error naming file:line) | skip (skip it, report a count)."""
+    shots: int = 0
+    """Few-shot exemplars prepended to every eval prompt (MMLU: the subject's dev rows;
+    others: the first k train items); 0 = zero-shot."""
+    chat_template: bool = False
+    """Wrap prompts in the tokenizer's chat template (instruct models)."""
+    mmlu_subjects: list[str] = field(default_factory=list)
+    """MMLU subjects or categories (stem, humanities, social_sciences, other) to evaluate on;
+    empty = all subjects no training task uses."""
+    mmlu_train_subjects: list[str] = field(default_factory=list)
+    """MMLU subjects or categories to train on when mmlu is a training task (must not
+    overlap the evaluated subjects)."""
+    mathqa_target: str = "rationale"
+    """MathQA training completion: rationale (worked rationale + letter) | letter."""
+    holdout_fraction: float = 0.2
+    """When only one labelled split exists on disk, this fraction (by a stable hash of the
+    item) is the test split and the rest the train split."""
+
+    def __post_init__(self) -> None:
+        """Refuse a bad value when the section is built, naming the field (`data.shots`)."""
+        require_one_of("data.source", self.source, ("hub", "files"), hint=True)
+        require_one_of("data.on_bad_row", self.on_bad_row, ("stop", "skip"), hint=True)
+        require_one_of("data.mathqa_target", self.mathqa_target, ("rationale", "letter"), hint=True)
+        require(self.shots >= 0, f"data.shots: must be >= 0, got {self.shots}")
+        require(0 < self.holdout_fraction < 1, "data.holdout_fraction: must be in (0, 1)")
+
+
+@dataclass
 class TaskContext:
     """What a loader may need: the toy world spec, the data config, the sweep's tasks."""
 
     world_spec: Any = None
-    data: Any = None
+    data: DataConfig | None = None
     """The sweep's `DataConfig` (source, dir, on_bad_row, shots, subjects ...)."""
     train_tasks: tuple[str, ...] = ()
     """Every training task of the sweep (a task may pick its eval subset from this)."""

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from rankscope.config import DataConfig
 from rankscope.errors import ConfigError, DataError
+from rankscope.tasks.base import DataConfig
 
 T = TypeVar("T")
 

@@ -188,6 +188,23 @@ def ensure_base_model(
     return target
 
 
+def base_model_path(spec: WorldSpec, cache_dir: Path | None = None) -> Path:
+    """The base model a sweep uses: the shipped weights for a shipped world (the same bytes on
+    every machine), else the one built from the recipe on this machine (cached)."""
+    from rankscope.world.shipped import shipped_model_dir
+
+    return shipped_model_dir(spec) or ensure_base_model(spec, cache_dir)
+
+
+def needs_build(spec: WorldSpec, cache_dir: Path | None = None) -> bool:
+    """Whether `base_model_path` would pretrain a model first (no shipped one, none cached)."""
+    from rankscope.world.shipped import shipped_model_dir
+
+    if shipped_model_dir(spec) is not None:
+        return False
+    return not (model_dir(spec, cache_dir or default_cache_dir()) / "world.json").exists()
+
+
 def load_spec(model_path: Path) -> WorldSpec:
     """The world a cached toy model was built from (stored beside its weights)."""
     meta = json.loads((Path(model_path) / "world.json").read_text())

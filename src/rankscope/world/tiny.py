@@ -17,6 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from rankscope.tasks import TASKS
+from rankscope.tasks.base import DataConfig, TaskContext
 from rankscope.world.build import default_cache_dir
 
 SPEC = {
@@ -37,9 +39,6 @@ CORPUS_TASKS = ("gsm8k", "mathqa", "medmcqa", "legalmcq")  # their train splits;
 
 def corpus(data_dir: str) -> list[str]:
     """The formatted training items (prompt + completion) of the benchmark files in data_dir."""
-    from rankscope.config import DataConfig
-    from rankscope.tasks import TASKS, TaskContext
-
     ctx = TaskContext(data=DataConfig(source="files", dir=data_dir))
     return [
         f"{it.prompt} {it.completion}"

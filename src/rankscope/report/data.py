@@ -1,0 +1,242 @@
+"""The sweep's rows as the report reads them, and the per-run and per-configuration scores.
+
+Every function here is pure: it takes plain rows (dicts as :class:`rankscope.store.Store`
+returns them) and gives back lists of small dataclasses. Runs are grouped by their typed
+columns (train task, :class:`MethodKey`, seed), never by a label or a run id. Scores are
+fractions in [0, 1]; the tables show them as % (levels) and pp (changes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rankscope.report.keys import MethodKey, Row
+
+
+# ------------------------------------------------------------------ runs
+def _run_sort_key(run: Row) -> tuple:
+    return (
+        *MethodKey.of(run).sort_key,
+        run.get("train_task") or "",
+        run.get("seed") or 0,
+        run["run_id"],
+    )
+
+
+def sort_runs(runs: Iterable[Row]) -> list[Row]:
+    """Base first, then full, then LoRA by rank; ties by train task and seed."""
+    return sorted(runs, key=_run_sort_key)
+
+
+def done_runs(runs: Iterable[Row]) -> list[Row]:
+    return sort_runs(r for r in runs if r["status"] == "done")
+
+
+def failed_runs(runs: Iterable[Row]) -> list[Row]:
+    """Runs that did not finish: status other than 'done'."""
+    return sort_runs(r for r in runs if r["status"] != "done")
+
+
+def is_baseline(run: Row) -> bool:
+    return MethodKey.of(run).info.baseline
+
+
+def base_run(runs: Iterable[Row]) -> Row | None:
+    return next((r for r in done_runs(runs) if is_baseline(r)), None)
+
+
+def primary_metrics(metrics: Iterable[Row]) -> dict[str, str]:
+    """Task -> its primary metric: 'acc' when the task has it, else 'em_strict'."""
+    names: dict[str, set[str]] = defaultdict(set)
+    for m in metrics:
+        names[m["task"]].add(m["metric"])
+    return {t: "acc" if "acc" in ms else "em_strict" for t, ms in names.items()}
+
+
+# ------------------------------------------------------------------ scores
+@dataclass(frozen=True)
+class Score:
+    """One run's primary metric on one eval task, and the base model's on the same task."""
+
+    run_id: str
+    train_task: str | None
+    key: MethodKey
+    seed: int | None
+    task: str
+    metric: str
+    value: float
+    stderr: float | None
+    n: int | None
+    base_value: float | None = None
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.base_value is None else self.value - self.base_value
+
+    @property
+    def label(self) -> str:
+        return self.key.label
+
+    @property
+    def method(self) -> str:
+        return self.key.method
+
+
+def scores(runs: Iterable[Row], metrics: Iterable[Row]) -> list[Score]:
+    """Primary-metric score per (done run, eval task), with the base value beside it."""
+    runs = list(runs)
+    metrics = list(metrics)
+    primary = primary_metrics(metrics)
+    by_run = {r["run_id"]: r for r in done_runs(runs)}
+    base = base_run(runs)
+    base_vals = {
+        m["task"]: m["value"]
+        for m in metrics
+        if base and m["run_id"] == base["run_id"] and m["metric"] == primary[m["task"]]
+    }
+    out = []
+    for m in metrics:
+        run = by_run.get(m["run_id"])
+        if run is None or m["metric"] != primary[m["task"]] or m["value"] is None:
+            continue
+        out.append(
+            Score(
+                run_id=run["run_id"],
+                train_task=run.get("train_task"),
+                key=MethodKey.of(run),
+                seed=run.get("seed"),
+                task=m["task"],
+                metric=m["metric"],
+                value=float(m["value"]),
+                stderr=m.get("stderr"),
+                n=m.get("n"),
+                base_value=base_vals.get(m["task"]),
+            )
+        )
+    order = {r["run_id"]: i for i, r in enumerate(by_run.values())}
+    return sorted(out, key=lambda s: (order[s.run_id], s.task))
+
+
+@dataclass(frozen=True)
+class AggScore:
+    """Mean ± std across seeds of one configuration (train task, method key) on one task."""
+
+    train_task: str | None
+    key: MethodKey
+    task: str
+    metric: str
+    mean: float
+    std: float | None
+    delta_mean: float | None
+    delta_std: float | None
+    n_seeds: int
+    run_ids: tuple[str, ...] = field(default=())
+
+    @property
+    def label(self) -> str:
+        return self.key.label
+
+    @property
+    def method(self) -> str:
+        return self.key.method
+
+    @property
+    def rank(self) -> int | None:
+        return self.key.rank
+
+    @property
+    def variant(self) -> str:
+        return self.key.variant
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def aggregate(items: Iterable[Score]) -> list[AggScore]:
+    """Group scores by (train task, method key, eval task) and average across seeds."""
+    groups: dict[tuple, list[Score]] = defaultdict(list)
+    for s in items:
+        groups[(s.train_task, s.key, s.task)].append(s)
+    out = []
+    for (train_task, key, task), group in groups.items():
+        mean, std = mean_std([s.value for s in group])
+        deltas = [s.delta for s in group if s.delta is not None]
+        d_mean, d_std = mean_std(deltas) if deltas else (None, None)
+        out.append(
+            AggScore(
+                train_task=train_task,
+                key=key,
+                task=task,
+                metric=group[0].metric,
+                mean=mean,
+                std=std,
+                delta_mean=d_mean,
+                delta_std=d_std,
+                n_seeds=len(group),
+                run_ids=tuple(s.run_id for s in group),
+            )
+        )
+    return sorted(out, key=lambda a: (a.key.sort_key, a.train_task or "", a.task))
+
+
+# ------------------------------------------------------------------ the sweep's data
+@dataclass
+class ReportData:
+    """Everything the report reads from the store, plus the derived score tables."""
+
+    meta: dict[str, str]
+    runs: list[dict[str, Any]]
+    metrics: list[dict[str, Any]]
+    train_log: list[dict[str, Any]] = field(default_factory=list)
+    analysis: list[dict[str, Any]] = field(default_factory=list)
+    chance: dict[str, float] = field(default_factory=dict)
+    """Per MCQ task, the score of a uniform random guess (fraction)."""
+
+    def __post_init__(self) -> None:
+        self.scores = scores(self.runs, self.metrics)
+        self.agg = aggregate(self.scores)
+
+    @property
+    def sweep_name(self) -> str:
+        return self.meta.get("sweep_name") or "sweep"
+
+    def _config_tasks(self) -> dict[str, Any]:
+        """The ``tasks`` section of the stored config (a fallback for missing meta keys)."""
+        try:
+            tasks = json.loads(self.meta.get("config_json") or "{}").get("tasks")
+        except (ValueError, AttributeError):
+            return {}
+        return tasks if isinstance(tasks, dict) else {}
+
+    def _meta_list(self, key: str, section: str, fallback: Iterable[str]) -> list[str]:
+        raw = self.meta.get(key)
+        if raw:
+            return list(json.loads(raw))
+        return list(self._config_tasks().get(section) or []) or sorted(set(fallback))
+
+    @property
+    def eval_tasks(self) -> list[str]:
+        return self._meta_list("eval_tasks", "eval", (m["task"] for m in self.metrics))
+
+    @property
+    def train_tasks(self) -> list[str]:
+        trained = (r["train_task"] for r in self.runs if r.get("train_task"))
+        return self._meta_list("train_tasks", "train", trained)
+
+    @property
+    def retention_task(self) -> str | None:
+        return self.meta.get("retention_task") or self._config_tasks().get("retention") or None
+
+    def task_header(self, task: str) -> str:
+        return f"{task} (retention)" if task == self.retention_task else task

@@ -1,0 +1,96 @@
+"""The identity of a group of runs in the report, as typed fields of the ``runs`` table.
+
+The report used to build a string such as ``"lora r=8 (rslora)"``, group by it and parse
+it back for sorting, prose and plotting. It now groups by :class:`MethodKey`, which holds
+the columns themselves, and only *renders* a label. Everything the report knows about
+individual method names (display order, prose name, how a method is drawn) is in
+:data:`METHODS`, so a new method is one entry here and not a search through the figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Row = Mapping[str, Any]
+"""One row of a store table, as :class:`rankscope.store.Store` returns it."""
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What the report needs to know about a training method, apart from its name."""
+
+    order: int
+    """Position among methods in every table, legend and list (base first)."""
+    prose: str | None = None
+    """Name used in sentences ("full SFT"); None means the method name itself."""
+    baseline: bool = False
+    """The untouched model that every change is measured against."""
+    ranked: bool = False
+    """Has a rank: the label shows it and the figures draw it against the rank axis."""
+    reference: bool = False
+    """Trained but not ranked: drawn as a dashed reference line in the rank figures."""
+
+
+METHODS: dict[str, MethodInfo] = {
+    "base": MethodInfo(0, baseline=True),
+    "full": MethodInfo(1, prose="full SFT", reference=True),
+    "lora": MethodInfo(2, prose="LoRA", ranked=True),
+}
+UNKNOWN_METHOD = MethodInfo(9)
+"""A method the report has no entry for: listed last, drawn like the base model."""
+
+
+def method_info(method: str) -> MethodInfo:
+    return METHODS.get(method, UNKNOWN_METHOD)
+
+
+@dataclass(frozen=True)
+class MethodKey:
+    """The configuration a report row stands for, minus the train task and the seed.
+
+    Alpha and lr are not part of it: within one sweep they follow from method and rank,
+    and the label does not show them, so grouping by them could only split one table row
+    into two rows with the same label.
+    """
+
+    method: str
+    rank: int | None = None
+    """Only for ranked methods; None for the others (their label has no rank)."""
+    variant: str = ""
+
+    @classmethod
+    def of(cls, run: Row) -> MethodKey:
+        """The key of a ``runs`` row (or any row with method, rank and variant columns)."""
+        method = str(run["method"])
+        rank = run.get("rank") if method_info(method).ranked else None
+        return cls(method, rank, run.get("variant") or "")
+
+    @property
+    def info(self) -> MethodInfo:
+        return method_info(self.method)
+
+    def _name(self, method_name: str) -> str:
+        rank = f" r={self.rank}" if self.info.ranked else ""
+        return method_name + rank + (f" ({self.variant})" if self.variant else "")
+
+    @property
+    def label(self) -> str:
+        """For tables and legends: 'base', 'full', 'lora r=8', 'lora r=8 (rslora)'."""
+        return self._name(self.method)
+
+    @property
+    def prose(self) -> str:
+        """For sentences: 'full SFT', 'LoRA r=8 (rslora)'."""
+        return self._name(self.info.prose or self.method)
+
+    @property
+    def sort_key(self) -> tuple[int, str, int]:
+        """Base, full, then ranked methods by variant (plain first) and rank."""
+        return (self.info.order, self.variant, self.rank or 0)
+
+
+def method_label(run: Row) -> str:
+    """The display label of a run row: ``MethodKey.of(run).label``."""
+    return MethodKey.of(run).label

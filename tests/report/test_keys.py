@@ -1,0 +1,155 @@
+"""The report's typed run identity: labels and order as before, and no label or id parsing.
+
+The report used to build ``"lora r=8 (rslora)"`` strings, group by them and parse them back.
+:class:`MethodKey` replaced that; these tests pin its label, prose and order to the old
+string-based functions (copied below as oracles) and check that a run's place in the report
+comes from its columns, whatever its run id says.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from rankscope.report import load_report_data
+from rankscope.report.derived import cross_domain, param_counts, tradeoffs
+from rankscope.report.keys import MethodKey, method_label
+from rankscope.report.render import render_report
+from rankscope.report.tables import delta_table, results_table
+from rankscope.store import Store
+
+OLD_METHOD_ORDER = {"base": 0, "full": 1, "lora": 2}
+
+
+def old_method_label(run: dict) -> str:
+    """The pre-refactor label builder (oracle)."""
+    method = run["method"]
+    label = f"lora r={run['rank']}" if method == "lora" else str(method)
+    return f"{label} ({run['variant']})" if run.get("variant") else label
+
+
+def old_label_sort_key(label: str) -> tuple:
+    """The pre-refactor label parser used for ordering (oracle)."""
+    head, _, variant = label.partition(" (")
+    if head.startswith("lora r="):
+        return (2, variant, int(head.split("=", 1)[1]))
+    return (OLD_METHOD_ORDER.get(head, 9), variant, 0)
+
+
+def old_prose_label(label: str) -> str:
+    """The pre-refactor prose rewrite (oracle)."""
+    if label.startswith("full"):
+        return "full SFT" + label[4:]
+    return "LoRA" + label[4:] if label.startswith("lora") else label
+
+
+def run(method: str, rank: int | None = None, variant: str = "", **kw) -> dict:
+    return {"method": method, "rank": rank, "variant": variant, **kw}
+
+
+BASE = run("base", train_task=None, seed=0)
+LORA_8 = run("lora", 8, alpha=16.0, train_task="t", seed=0)
+LORA_128_DORA = run("lora", 128, "dora", alpha=256.0, train_task="t", seed=0)
+FULL = run("full", lr=1e-5, train_task="t", seed=0)
+
+
+@pytest.mark.parametrize(
+    ("row", "label", "prose"),
+    [
+        (BASE, "base", "base"),
+        (LORA_8, "lora r=8", "LoRA r=8"),
+        (LORA_128_DORA, "lora r=128 (dora)", "LoRA r=128 (dora)"),
+        (FULL, "full", "full SFT"),
+        (run("ia3", variant="x"), "ia3 (x)", "ia3 (x)"),  # a method the report doesn't know
+    ],
+)
+def test_label_and_prose_are_the_old_strings(row: dict, label: str, prose: str) -> None:
+    key = MethodKey.of(row)
+    assert key.label == label == old_method_label(row) == method_label(row)
+    assert key.prose == prose == old_prose_label(label)
+
+
+def test_order_is_the_old_order() -> None:
+    """The old parse kept a ')' on the variant; it sorts before [a-z0-9_-], so the order of
+    the fields equals the order of the parsed labels."""
+    keys = [MethodKey.of(r) for r in (FULL, LORA_128_DORA, BASE, LORA_8)]
+    assert [k.label for k in sorted(keys, key=lambda k: k.sort_key)] == [
+        "base",
+        "full",
+        "lora r=8",
+        "lora r=128 (dora)",
+    ]
+    variants = ["", "dora", "rslora", "rslora-dora", "pissa", "rslora-pissa_niter_4"]
+    rows = [BASE, FULL, run("ia3")] + [
+        run("lora", r, v) for r, v in itertools.product([1, 2, 8, 16, 64, 128, 256], variants)
+    ]
+    new = sorted(rows, key=lambda r: MethodKey.of(r).sort_key)
+    old = sorted(rows, key=lambda r: old_label_sort_key(old_method_label(r)))
+    assert [old_method_label(r) for r in new] == [old_method_label(r) for r in old]
+
+
+def test_rank_is_part_of_the_key_only_for_ranked_methods() -> None:
+    """A full run with a stray rank is still 'full', in the same group as the others."""
+    assert MethodKey.of(run("full", 8)) == MethodKey.of(FULL) == MethodKey("full")
+    assert MethodKey.of(LORA_8) == MethodKey("lora", 8)
+    assert MethodKey.of(LORA_8) != MethodKey.of(run("lora", 8, "dora"))
+
+
+# ------------------------------------------------------------------ no id or label parsing
+OPAQUE_RUNS = [  # run_id, method, rank, variant; no id says what the run is
+    ("zz-base", "base", None, ""),
+    ("x", "lora", 8, ""),
+    ("a", "lora", 128, "dora"),
+    ("toy__lora-r64-a128__s0", "full", None, ""),  # the id lies: the columns win
+    ("m", "lora", 4, ""),
+]
+
+
+def _opaque_store(path: Path) -> None:
+    store = Store(path)
+    store.set_meta({"sweep_name": "opaque", "eval_tasks": '["t"]', "train_tasks": '["t"]'})
+    for i, (rid, method, rank, variant) in enumerate(OPAQUE_RUNS):
+        tuned = method != "base"
+        store.upsert_run(
+            run_id=rid,
+            model="toy",
+            train_task="t" if tuned else None,
+            method=method,
+            rank=rank,
+            alpha=2.0 * rank if rank else None,
+            seed=0,
+            variant=variant,
+            config_hash="h",
+            status="done",
+            trainable_params=1000 * (i + 1) if tuned else None,
+            total_params=10_000,
+        )
+        store.save_eval(rid, "t", {"acc": (0.5 + 0.1 * i, 0.01, 100)}, [])
+    store.close()
+
+
+def test_runs_are_placed_by_their_columns_not_their_ids(tmp_path: Path) -> None:
+    _opaque_store(tmp_path / "results.sqlite")
+    data = load_report_data(tmp_path / "results.sqlite")
+    order = ["zz-base", "toy__lora-r64-a128__s0", "m", "x", "a"]
+    labels = ["base", "full", "lora r=4", "lora r=8", "lora r=128 (dora)"]
+    assert [row[:2] for row in results_table(data).rows] == [
+        list(p) for p in zip(order, labels, strict=True)
+    ]
+    assert [row[0] for row in delta_table(data).rows] == order[1:]
+    assert [a.label for a in data.agg] == labels
+    assert [m.label for m in cross_domain(data.agg, ["t"], ["t"])] == labels[1:]
+    assert [t.label for t in tradeoffs(data.agg, None)] == labels[1:]
+    assert [(p.label, p.rank) for p in param_counts(data.runs)] == [
+        ("full", None),
+        ("lora r=4", 4),
+        ("lora r=8", 8),
+        ("lora r=128 (dora)", 128),
+    ]
+    x = next(a for a in data.agg if a.run_ids == ("x",))
+    assert (x.key, x.delta_mean) == (MethodKey("lora", 8), pytest.approx(0.1))
+    md = render_report(data, [], [])["md"]
+    assert "| x | lora r=8 | t | 0 |" in md
+    assert "best is LoRA r=4 trained on t" in md

@@ -1,0 +1,65 @@
+"""`--force`: finished runs made with another config are refused, then redone when forced."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import yaml
+
+from rankscope.cli import main
+from rankscope.config import load_config
+from rankscope.errors import ConfigError
+from rankscope.pipeline import run_sweep
+
+RUN = "toy-arith__lora-r4-a8__s0"
+
+
+def _sets(out, cache_dir, lr: str) -> list[str]:
+    return [
+        "name=forced",
+        f"output_dir={out}",
+        f"model.cache_dir={cache_dir}",
+        "model.world=small",
+        "tasks.train=[toy-arith]",
+        "tasks.eval=[toy-general]",
+        "tasks.max_train_items=16",
+        "tasks.max_eval_items=8",
+        "methods.base=false",
+        "methods.full.enabled=false",
+        "methods.lora.ranks=[4]",
+        f"methods.lora.lr={lr}",
+        "train.epochs=1",
+        "analysis.enabled=false",
+        "executor.cpu_workers=1",
+    ]
+
+
+def _hash(out) -> str:
+    return yaml.safe_load((out / "runs" / RUN / "config.yaml").read_text())["config_hash"]
+
+
+def test_a_changed_config_is_refused_then_redone_with_force(
+    tmp_path, cache_dir, small_model_dir, monkeypatch, capsys
+):
+    out = tmp_path / "out"
+    first = run_sweep(load_config(None, _sets(out, cache_dir, "3e-3")), report=False)
+    assert first.done == [RUN]
+    old_hash, old_done = _hash(out), (out / "runs" / RUN / "DONE").read_text()
+
+    changed = load_config(None, _sets(out, cache_dir, "1e-3"))
+    with pytest.raises(ConfigError, match="made with a different config.*--force"):
+        run_sweep(changed, report=False)
+    assert _hash(out) == old_hash  # refused: the finished run is untouched
+
+    args = [x for s in _sets(out, cache_dir, "1e-3") for x in ("--set", s)]
+    monkeypatch.setattr(sys, "argv", ["rankscope", "run", *args, "--force"])
+    monkeypatch.setenv("COLUMNS", "200")
+    try:
+        main()
+    except SystemExit as e:  # main() returns on success, exits on failure
+        pytest.fail(f"exit {e.code}: {capsys.readouterr().err}")
+    new_hash = _hash(out)
+    assert new_hash != old_hash  # redone under the new config...
+    assert (out / "runs" / RUN / "DONE").read_text() == new_hash != old_done
+    assert run_sweep(changed, report=False).skipped == [RUN]  # ...and now finished
