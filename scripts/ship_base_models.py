@@ -2,8 +2,9 @@
 
     python scripts/ship_base_models.py CACHE_DIR [PRESET ...]
 
-takes the `default` and `small` worlds (or the presets named) (world seed 0) from CACHE_DIR/worlds/ (built by
-`rankscope world build --preset P --cache-dir CACHE_DIR`) and writes them to
+takes the `default` and `small` worlds (or the presets named; world seed 0) from
+CACHE_DIR/worlds/ (built by `rankscope world build --preset P --cache-dir CACHE_DIR`) and
+writes them to
 src/rankscope/world/base_models/<preset>-s0/. Run it only when the world's recipe changes
 (WORLD_VERSION or a preset): every machine then loads these bytes.
 """

@@ -181,7 +181,7 @@ def test_train_eval_overlap_names_the_items(monkeypatch, capsys, tmp_path, tiny_
 
 
 def test_output_dir_of_another_sweep(monkeypatch, capsys, tmp_path):
-    from rankscope.pipeline import STORE_NAME
+    from rankscope.rundir import STORE_NAME
     from rankscope.store import Store
 
     out = tmp_path / "out"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sweep_configs import small_sweep
 
-from rankscope.runner import write_sweep_file
+from rankscope.sweep import write_sweep_file
 
 ITEMS = 32  # training items: 8 optimizer steps at an effective batch of 4
 RUN = "toy-arith__full__s0"

@@ -24,9 +24,10 @@ from sweep_configs import small_sweep
 from rankscope.config import SweepConfig
 from rankscope.errors import ConfigError, RunFailed
 from rankscope.executors import multigpu, slurm
-from rankscope.pipeline import STORE_NAME, run_sweep
-from rankscope.runner import ingest_run, write_sweep_file
-from rankscope.store import Store
+from rankscope.pipeline import run_sweep
+from rankscope.rundir import STORE_NAME
+from rankscope.store import Store, ingest_run
+from rankscope.sweep import write_sweep_file
 
 RUN_IDS = ["base", "toy-arith__lora-r4-a8__s0"]
 LORA = RUN_IDS[1]

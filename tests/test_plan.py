@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rankscope.config import load_config
-from rankscope.plan import make_plan
+from rankscope.plan import config_hash, make_plan
 
 
 def test_default_grid_shape_and_ids():
@@ -46,8 +46,41 @@ def test_config_hash_tracks_relevant_fields_only():
     )
     ra, rb, rc = (make_plan(x) for x in (a, b, c))
     lora8 = [r for r in ra if r.rank == 8][0]
-    assert lora8.config_hash(a) != [r for r in rb if r.rank == 8][0].config_hash(b)
+    assert config_hash(lora8, a) != config_hash([r for r in rb if r.rank == 8][0], b)
     # where the cache lives and which *other* ranks exist do not change this run
-    assert lora8.config_hash(a) == [r for r in rc if r.rank == 8][0].config_hash(c)
+    assert config_hash(lora8, a) == config_hash([r for r in rc if r.rank == 8][0], c)
     # the base row does not depend on training settings
-    assert ra[0].config_hash(a) == rb[0].config_hash(b)
+    assert config_hash(ra[0], a) == config_hash(rb[0], b)
+
+
+def test_config_hashes_are_pinned():
+    """A changed hash reruns every finished run: the hashes of the default grid and of a
+    LoRA variant are fixed here, so a refactor that changes one fails loudly."""
+    plain = load_config()
+    variant = load_config(
+        None,
+        [
+            "seeds=[1]",
+            "methods.lora.use_rslora=true",
+            "methods.lora.use_dora=true",
+            "methods.lora.init=pissa",
+        ],
+    )
+    got = {(r.run_id, config_hash(r, c)) for c in (plain, variant) for r in make_plan(c)[:3]}
+    assert got == {
+        ("base", "358de2075f6b1a6f"),
+        ("toy-arith__full__s0", "0dc91dcd407049e4"),
+        ("toy-arith__lora-r8-a16__s0", "09cd4963b1ce0611"),
+        ("base", "bda3da32e7601f56"),
+        ("toy-arith__full__s1", "d73160c0742e8cd2"),
+        ("toy-arith__lora-r8-a16-rslora-dora-pissa__s1", "af32303eea5a7132"),
+    }
+    run = make_plan(plain)[2]
+    assert run.config_hash(plain) == config_hash(run, plain)  # the transitional alias
+
+
+def test_variant_is_part_of_the_id_and_a_typed_column():
+    cfg = load_config(None, ["methods.lora.init=gaussian", "methods.lora.ranks=[4]"])
+    lora = [r for r in make_plan(cfg) if r.method == "lora"]
+    assert {(r.variant, r.rank, r.alpha) for r in lora} == {("gaussian", 4, 8.0)}
+    assert all(r.run_id.split("__")[1] == "lora-r4-a8-gaussian" for r in lora)

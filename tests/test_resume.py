@@ -74,6 +74,7 @@ def content(out: Path) -> dict[str, list[tuple]]:
         "predictions": "SELECT * FROM predictions",
         "train_log": "SELECT * FROM train_log",
         "analysis": "SELECT * FROM analysis",
+        "fits": "SELECT * FROM fits",
     }
     out_rows = {k: sorted(conn.execute(v).fetchall(), key=repr) for k, v in q.items()}
     conn.close()
@@ -197,7 +198,7 @@ def test_second_ctrl_c_stops_at_once(tmp_path, cache_dir, small_model_dir):
 
 
 def test_sigint_handler_defers_the_first_and_raises_on_the_second():
-    from rankscope.train import STOP, _on_sigint, deferred_interrupts
+    from rankscope.interrupts import STOP, _on_sigint, deferred_interrupts
 
     STOP.requested = False
     with pytest.raises(KeyboardInterrupt):  # outside a deferring section: at once
@@ -218,7 +219,7 @@ def _runner(*args: str) -> subprocess.CompletedProcess:
 def test_runner_module_runs_one_unit_and_reports_bad_input(tmp_path, cache_dir, small_model_dir):
     from sweep_configs import small_sweep
 
-    from rankscope.runner import write_sweep_file
+    from rankscope.sweep import write_sweep_file
 
     out = tmp_path / "sweep"
     res = _runner(str(out), "base")

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from sweep_configs import small_sweep
 
-from rankscope.pipeline import STORE_NAME, reindex_sweep, run_sweep
-from rankscope.runner import ingest_run
-from rankscope.store import Store
+from rankscope.pipeline import reindex_sweep, run_sweep
+from rankscope.rundir import STORE_NAME, RunState
+from rankscope.store import Store, ingest_run
 
-TABLES = ("runs", "metrics", "predictions", "train_log", "analysis", "meta")
+TABLES = ("runs", "metrics", "predictions", "train_log", "analysis", "fits", "meta")
 
 
 def content(path: Path, sweep: Path | None = None) -> dict[str, list[tuple]]:
@@ -129,8 +129,9 @@ def test_two_runs_finishing_at_the_same_moment(sweep_dir, tmp_path):
     got = content(out / STORE_NAME)
     for table in ("runs", "metrics", "predictions", "train_log"):
         assert got[table] == before[table]
-    # fit rows are the driver's cross-run step, made after ingestion
-    assert got["analysis"] == [r for r in before["analysis"] if r[1] != "spectral_fit"]
+    assert got["analysis"] == before["analysis"]
+    # fits are the driver's cross-run step, made after ingestion
+    assert before["fits"] and not got["fits"]
 
 
 def test_a_failed_transaction_leaves_nothing(tmp_path):
@@ -142,3 +143,41 @@ def test_a_failed_transaction_leaves_nothing(tmp_path):
         raise RuntimeError("killed mid-unit")
     assert store.metrics() == [] and store.get_meta("k") is None
     store.close()
+
+
+def test_a_store_from_before_the_fits_table_moves_its_fits_there(tmp_path):
+    """Older stores kept fits as `analysis` rows of kind spectral_fit whose run_id column held
+    the train task; opening one moves them into `fits`, once."""
+    path = tmp_path / STORE_NAME
+    old = Store(path)
+    old.conn.execute("PRAGMA user_version = 0")  # as written before the fits table
+    old.upsert_run(run_id="r", model="toy", method="lora", config_hash="h", status="done")
+    old.update_run("r", variant="dora")
+    old.save_analysis(
+        [
+            ("toy-med", "spectral_fit", "all", -1, -1, "log_a", 0.5),
+            ("r", "spectral", "m.q_proj", 0, -1, "fro", 1.0),
+        ]
+    )
+    old.close()
+    store = Store(path)
+    assert store.fits() == [
+        {
+            "train_task": "toy-med",
+            "method": "lora",
+            "variant": "dora",
+            "module": "all",
+            "metric": "log_a",
+            "value": 0.5,
+        }
+    ]
+    assert [r["kind"] for r in store.analysis()] == ["spectral"]
+    store.close()
+
+
+def test_run_states_read_as_their_words():
+    """The store, `status` and `plan` show the same words the three old vocabularies did."""
+    assert [str(s) for s in RunState] == [
+        "pending", "running", "interrupted", "failed", "done", "stale", "changed",
+    ]  # fmt: skip
+    assert f"{RunState.DONE:>6}" == "  done" and RunState.DONE == "done"

@@ -9,7 +9,8 @@ import pytest
 import yaml
 from sweep_configs import small_sweep
 
-from rankscope.pipeline import STORE_NAME, run_sweep, toy_world_warnings
+from rankscope.pipeline import run_sweep, toy_world_warnings
+from rankscope.rundir import STORE_NAME
 from rankscope.store import Store
 
 
@@ -89,7 +90,7 @@ def test_saved_adapter_reloads_and_reproduces_stored_accuracy(swept):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rankscope.evaluate import evaluate
-    from rankscope.pipeline import Sweep
+    from rankscope.sweep import Sweep
     from rankscope.tasks import TASKS
 
     cfg, _ = swept
@@ -127,7 +128,7 @@ def test_analysis_rows_for_every_run_and_module(swept):
     tuned = [r for r in store.analysis("attention") if r["run_id"] == "toy-arith__full__s0"]
     assert any(r["metric"] == "js_div" and r["value"] > 0 for r in tuned)
     assert store.analysis("ablation") and store.analysis("cka")
-    assert store.analysis("spectral_fit")
+    assert store.fits()
     store.close()
 
 

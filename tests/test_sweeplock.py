@@ -74,9 +74,9 @@ def test_second_run_is_refused_naming_host_and_pid(monkeypatch, capsys, tmp_path
 @pytest.mark.parametrize("command", ["analyze", "reindex"])
 def test_analyze_and_reindex_are_refused_too(monkeypatch, capsys, tmp_path, live_pid, command):
     from rankscope.config import load_config
-    from rankscope.pipeline import STORE_NAME
-    from rankscope.runner import write_sweep_file
+    from rankscope.rundir import STORE_NAME
     from rankscope.store import Store
+    from rankscope.sweep import write_sweep_file
 
     out = tmp_path / "out"
     out.mkdir()

@@ -10,8 +10,8 @@ import torch
 from sweep_configs import small_sweep
 
 from rankscope.methods import METHODS, load_base
-from rankscope.pipeline import sweep_for
 from rankscope.plan import make_plan
+from rankscope.sweep import sweep_for
 from rankscope.train import OutOfMemory, fit, train, training_args
 
 

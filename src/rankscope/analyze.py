@@ -9,7 +9,6 @@ resumes per module.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,43 +18,17 @@ import numpy as np
 
 from rankscope.config import SweepConfig
 from rankscope.plan import RunSpec
-from rankscope.store import Store
+from rankscope.rundir import AnalysisFiles
 
 Row = tuple[str, str, str, int, int, str, float]  # run_id, kind, module, layer, head, metric, value
 
 
 class Rows(Protocol):
-    """Where analysis rows go: the store, or a run's analysis/ dir (`AnalysisFiles`)."""
+    """Where analysis rows go: the store, or a run's analysis/ dir (`rundir.AnalysisFiles`)."""
 
     def has_analysis(self, run_id: str, kind: str, module: str | None = None) -> bool: ...
     def save_analysis(self, rows: list[Row]) -> None: ...
     def analysis(self, kind: str | None = None) -> list[dict[str, Any]]: ...
-
-
-class AnalysisFiles:
-    """A run's analysis rows as files analysis/<kind>__<module>.json, one per saved unit."""
-
-    COLUMNS = ("run_id", "kind", "module", "layer", "head", "metric", "value")
-
-    def __init__(self, run_dir: Path):
-        self.dir = Path(run_dir) / "analysis"
-        self.rows: list[Row] = []
-        for p in sorted(self.dir.glob("*.json")):
-            self.rows += [tuple(r) for r in json.loads(p.read_text())]  # type: ignore[misc]
-
-    def has_analysis(self, run_id: str, kind: str, module: str | None = None) -> bool:
-        return any(r[0] == run_id and r[1] == kind and module in (None, r[2]) for r in self.rows)
-
-    def save_analysis(self, rows: list[Row]) -> None:
-        from rankscope.runner import write_atomic
-
-        if rows:
-            name = f"{rows[0][1]}__{rows[0][2]}.json"
-            write_atomic(self.dir / name, json.dumps([list(r) for r in rows]))
-            self.rows += rows
-
-    def analysis(self, kind: str | None = None) -> list[dict[str, Any]]:
-        return [dict(zip(self.COLUMNS, r, strict=True)) for r in self.rows if kind in (None, r[1])]
 
 
 _W0_SVD: dict[tuple[str, str], Any] = {}
@@ -167,29 +140,6 @@ def spectral_rows(
         rows.append((run.run_id, "spectral", name, layer, -1, f"type:{short}", 1.0))
         store.save_analysis(rows)
     return len(todo)
-
-
-def fit_rows(store: Store) -> None:
-    """Fit mean ‖ΔW‖_F against LoRA rank per train task and module type (and 'all')."""
-    from rankscope.analysis.spectral import fit_norm_vs_rank
-
-    runs = {r["run_id"]: r for r in store.runs() if r["method"] == "lora" and r["status"] == "done"}
-    by: dict[tuple[str, str, int], list[float]] = {}
-    for row in store.analysis("spectral"):
-        run = runs.get(row["run_id"])
-        if run is None or row["metric"] != "fro":
-            continue
-        short = row["module"].rsplit(".", 1)[-1]
-        for mod in (short, "all"):
-            by.setdefault((run["train_task"], mod, run["rank"]), []).append(row["value"])
-    out = []
-    for task, mod in {(t, m) for t, m, _ in by}:
-        ranks = sorted(r for t, m, r in by if (t, m) == (task, mod))
-        norms = [float(np.mean(by[(task, mod, r)])) for r in ranks]
-        for k, v in fit_norm_vs_rank(ranks, norms).items():
-            out.append((task, "spectral_fit", mod, -1, -1, k, float(v)))
-    if out:
-        store.save_analysis(out)
 
 
 # ------------------------------------------------------------------ attention

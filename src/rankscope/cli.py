@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rankscope.errors import RankscopeError, RunFailed
+from rankscope.rundir import STORE_NAME, SweepDir
 
 app = typer.Typer(
     add_completion=False,
@@ -96,25 +97,42 @@ def plan(
     ] = True,
 ):
     """Show the grid: which runs exist, which are done, which are pending, and their cost."""
-    from rankscope.estimate import human
     from rankscope.plan import make_plan
-    from rankscope.store import Store
 
     cfg = _load(config, set_, output_dir)
     runs = make_plan(cfg)
-    store_path = cfg.out_dir / "results.sqlite"
-    statuses: dict[str, str] = {}
-    if store_path.exists():
-        from rankscope.pipeline import run_state, run_status
+    est = _estimate(cfg, runs, peak_tflops, mfu) if costs else {}
+    out = Console(width=max(170, Console().width))
+    out.print(_plan_table(cfg, runs, _plan_states(cfg, runs), est))
+    if est:
+        total = sum(c.gpu_hours for c in est.values())
+        out.print(
+            f"estimated total: {total:.3g} GPU-hours at {peak_tflops:g} TFLOP/s x {mfu:g} MFU "
+            "(6N FLOPs/token full SFT, 4N LoRA, 2N eval; a planning figure, not a measurement)"
+        )
 
-        store = Store(store_path)
-        for r in runs:  # run dirs first (finished remote work not yet ingested), then the store
-            state = run_state(store, r, cfg)
-            statuses[r.run_id] = run_status(store, r, cfg) if state == "pending" else state
+
+def _plan_states(cfg, runs) -> dict[str, str]:
+    """Each run's state: run dirs first (finished remote work not yet ingested), then the
+    store; none before the sweep has a store."""
+    store_path = SweepDir(cfg.out_dir).store_path
+    if not store_path.exists():
+        return {}
+    from rankscope.due import shown_state
+    from rankscope.store import Store
+
+    store = Store(store_path)
+    try:
+        return {r.run_id: shown_state(store, r, cfg).value for r in runs}
+    finally:
         store.close()
+
+
+def _plan_table(cfg, runs, states: dict[str, str], est: dict) -> Table:
+    from rankscope.estimate import human
+
     table = Table(title=f"sweep {cfg.name}: {len(runs)} runs x {len(cfg.tasks.eval)} eval tasks")
     table.add_column("run id", no_wrap=True, min_width=max(len(r.run_id) for r in runs))
-    est = _estimate(cfg, runs, peak_tflops, mfu) if costs else {}
     cols = ["method", "train task", "rank", "alpha", "lr", "seed", "status"]
     cols += ["trainable", "GPU-h (est.)"] if est else []
     for col in cols:
@@ -129,7 +147,7 @@ def plan(
             f"{r.alpha:g}" if r.alpha else "-",
             f"{r.lr:g}" if r.lr else "-",
             str(r.seed),
-            statuses.get(r.run_id, "pending"),
+            states.get(r.run_id, "pending"),
         ]
         if est:
             c = est[r.run_id]
@@ -138,14 +156,7 @@ def plan(
                 f"{c.gpu_hours:.3g}",
             ]
         table.add_row(*row)
-    out = Console(width=max(170, Console().width))
-    out.print(table)
-    if est:
-        total = sum(c.gpu_hours for c in est.values())
-        out.print(
-            f"estimated total: {total:.3g} GPU-hours at {peak_tflops:g} TFLOP/s x {mfu:g} MFU "
-            "(6N FLOPs/token full SFT, 4N LoRA, 2N eval; a planning figure, not a measurement)"
-        )
+    return table
 
 
 def _estimate(cfg, runs, peak_tflops: float, mfu: float) -> dict:
@@ -168,13 +179,13 @@ def analyze(config: ConfigArg = None, set_: SetOpt = None, output_dir: OutOpt = 
     cfg = _load(config, set_, output_dir)
     with stages_for(console) as stages:
         analyze_only(cfg, stages)
-    console.print(f"analysis rows stored in {cfg.out_dir / 'results.sqlite'}")
+    console.print(f"analysis rows stored in {cfg.out_dir / STORE_NAME}")
 
 
 @app.command()
 def report(out_dir: DirArg = Path("runs/toy")):
     """(Re)write report.md, report.html and figures from a sweep's results store."""
-    from rankscope.pipeline import STORE_NAME, write_sweep_report
+    from rankscope.pipeline import write_sweep_report
 
     if not (out_dir / STORE_NAME).exists():
         raise RankscopeError(f"{out_dir}: no {STORE_NAME} here; run a sweep first")
@@ -185,27 +196,26 @@ def report(out_dir: DirArg = Path("runs/toy")):
 @app.command()
 def status(out_dir: DirArg = Path("runs/toy")):
     """Per run: pending / running / done / failed, with stage, progress and error."""
-    from rankscope.pipeline import STORE_NAME
-    from rankscope.progress import unit_state
     from rankscope.store import Store
 
-    if not (out_dir / STORE_NAME).exists():
+    sweep = SweepDir(out_dir)
+    if not sweep.store_path.exists():
         raise RankscopeError(f"{out_dir}: no {STORE_NAME} here; run a sweep first")
-    store = Store(out_dir / STORE_NAME)
+    store = Store(sweep.store_path)
     run_ids = [r["run_id"] for r in store.runs()]
     store.close()
-    if (out_dir / "sweep.yaml").is_file():  # the plan also names the runs not started yet
+    if sweep.sweep_file.is_file():  # the plan also names the runs not started yet
         from rankscope.plan import make_plan
-        from rankscope.runner import read_sweep_file
+        from rankscope.sweep import read_sweep_file
 
         planned = [r.run_id for r in make_plan(read_sweep_file(out_dir))]
         run_ids = planned + [r for r in run_ids if r not in planned]
     table = Table("run id", "status", "stage", "progress", "error")
     counts: dict[str, int] = {}
     for rid in run_ids:
-        s = unit_state(out_dir / "runs" / rid)
-        counts[s["status"]] = counts.get(s["status"], 0) + 1
-        table.add_row(rid, s["status"], s["stage"] or "", s["progress"], s["error"] or "")
+        s = sweep.run(rid).status()
+        counts[s.state.value] = counts.get(s.state.value, 0) + 1
+        table.add_row(rid, s.state.value, s.stage or "", s.progress, s.error or "")
     Console(width=max(160, Console().width)).print(table)
     console.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
 
@@ -213,7 +223,7 @@ def status(out_dir: DirArg = Path("runs/toy")):
 @app.command()
 def reindex(out_dir: DirArg = Path("runs/toy")):
     """Rebuild the results store from the run directories (e.g. after losing it)."""
-    from rankscope.pipeline import STORE_NAME, reindex_sweep
+    from rankscope.pipeline import reindex_sweep
 
     n = reindex_sweep(out_dir)
     console.print(
@@ -224,7 +234,6 @@ def reindex(out_dir: DirArg = Path("runs/toy")):
 @app.command()
 def export(out_dir: DirArg = Path("runs/toy")):
     """Export the results store's tables as CSV files into <dir>/csv/."""
-    from rankscope.pipeline import STORE_NAME
     from rankscope.store import Store
 
     if not (out_dir / STORE_NAME).exists():

@@ -14,9 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rankscope import methods
 from rankscope.config import PACKAGED_CONFIGS, ModelConfig, SweepConfig
-from rankscope.errors import ConfigError
+from rankscope.errors import ConfigError, RankscopeError
+from rankscope.models import resolve_model_path
 from rankscope.plan import RunSpec
+from rankscope.sweep import task_context
+from rankscope.tasks import TASKS
+from rankscope.world.build import toy_model_config
+from rankscope.world.generator import spec_for
 
 SHIPPED_MODEL_CONFIGS = PACKAGED_CONFIGS / "model_configs"
 
@@ -35,13 +41,8 @@ def model_config(mcfg: ModelConfig) -> Any:
     from transformers import AutoConfig
 
     if mcfg.name == "toy":  # known from the world's spec; nothing is built
-        from rankscope.world.build import toy_model_config
-        from rankscope.world.generator import spec_for
-
         return toy_model_config(spec_for(mcfg.world, mcfg.world_seed))
     if mcfg.name == "tiny-real":
-        from rankscope.methods import resolve_model_path
-
         return AutoConfig.from_pretrained(resolve_model_path(mcfg))
     path = Path(mcfg.name).expanduser()
     if (path / "config.json").is_file():
@@ -76,31 +77,20 @@ def meta_model(mcfg: ModelConfig) -> Any:
 class RunCost:
     trainable: int
     total: int
-    """Parameters the run's model holds: the base model's, plus a LoRA run's adapter (as PEFT
-    and the results store count them)."""
+    """Parameters the run's model holds: the base model's, plus what its method adds (a LoRA
+    adapter), as PEFT and the results store count them (`Method.held_params`)."""
     train_tokens: int
     eval_tokens: int
     gpu_hours: float
 
 
 def trainable_params(model: Any, run: RunSpec, cfg: SweepConfig) -> int:
-    from rankscope.targets import lora_param_count, resolve_targets
-
-    total = sum(p.numel() for p in model.parameters())
-    if run.method == "full":
-        return total
-    if run.method == "lora":
-        targets = resolve_targets(model.config.model_type, cfg.methods.lora.target_modules)
-        return lora_param_count(model, targets, run.rank or 0, cfg.methods.lora.use_dora)
-    return 0
+    """Parameters the run trains, counted by its method on the meta-device model."""
+    return methods.get(run.method).trainable_params(model, run, cfg)
 
 
 def task_tokens(cfg: SweepConfig, task: str, split: str, words_per_token: float) -> int:
     """Tokens of a task split (read from its data when possible, else TASK_HINTS)."""
-    from rankscope.errors import RankscopeError
-    from rankscope.pipeline import task_context
-    from rankscope.tasks import TASKS
-
     limit = cfg.tasks.max_train_items if split == "train" else cfg.tasks.max_eval_items
     if cfg.data.source == "hub" and task in TASK_HINTS:  # plan must not touch the network
         n_train, n_test, per_item = TASK_HINTS[task]
@@ -127,13 +117,13 @@ def sweep_costs(
     flops_per_s = peak_tflops * 1e12 * mfu
     out = {}
     for run in runs:
-        trainable = trainable_params(model, run, cfg)
+        method = methods.get(run.method)
+        trainable = method.trainable_params(model, run, cfg)
         tokens = 0
         if run.train_task:
             tokens = int(task_tokens(cfg, run.train_task, "train", wpt) * cfg.train.epochs)
-        per_token = {"full": 6, "lora": 4}.get(run.method, 0) * total
-        flops = per_token * tokens + 2 * total * eval_tokens
-        held = total + (trainable if run.method == "lora" else 0)
+        flops = method.flops_per_token * total * tokens + 2 * total * eval_tokens
+        held = method.held_params(total, trainable)
         out[run.run_id] = RunCost(trainable, held, tokens, eval_tokens, flops / flops_per_s / 3600)
     return out
 

@@ -1,104 +1,41 @@
-"""The sweep driver: plan -> run units through an executor -> ingest -> report.
+"""The sweep driver: plan -> due -> execute -> ingest -> fit -> report.
 
-A run is a unit of work done by `rankscope.runner` in its own run directory; the driver
-decides which runs are due (a run whose DONE marker holds its config hash is finished), hands
-them to the configured executor, ingests each finished run directory into the results store,
-then fits across runs and writes the report. A rerun picks up from the files.
+A run is a unit of work done by `rankscope.runner` in its own run directory. The driver makes
+the plan, decides which runs are due (`rankscope.due`: a run whose DONE marker holds its config
+hash is finished), hands them to the configured executor, ingests each finished run directory
+into the results store (`rankscope.store.ingest`), then fits across runs (`rankscope.fits`) and
+writes the report. A rerun picks up from the files.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
-import shutil
-from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rankscope.config import SweepConfig
-from rankscope.errors import ConfigError, RankscopeError
+from rankscope.due import driver_state, due_runs, guard_output_dir
+from rankscope.errors import RankscopeError
+from rankscope.executors import EXECUTORS, StopSweep
+from rankscope.fits import write_fits
+from rankscope.interrupts import interrupt_handler
+from rankscope.libs import quiet_libraries
+from rankscope.methods import resolve_model_path
 from rankscope.plan import BASE_RUN_ID, RunSpec, make_plan
-from rankscope.store import Store
-from rankscope.tasks import TASKS, Item, TaskContext
-from rankscope.tasks.base import check_no_overlap
-
-STORE_NAME = "results.sqlite"
-
-
-@dataclass
-class Stages:
-    """Progress callbacks of the stages (no-ops by default).
-
-    The run callbacks are what a log without bars (a batch job's file) is made of:
-    `run_start` when a run is handed to a worker (in-process, CPU pool, a GPU subprocess),
-    `run_submitted` when it only went to a scheduler's queue (Slurm, Ray), where its real
-    start is not seen here, and `run_end` when it finished (error None) or failed.
-    """
-
-    start: Callable[[str, int], None] = lambda stage, total: None
-    advance: Callable[[str, int], None] = lambda stage, n: None
-    step: Callable[[str, int, int], None] = lambda label, done, total: None
-    note: Callable[[str], None] = lambda msg: None
-    run_start: Callable[[str], None] = lambda run_id: None
-    run_submitted: Callable[[str], None] = lambda run_id: None
-    run_end: Callable[[str, str | None], None] = lambda run_id, error: None
-
-
-def task_context(cfg: SweepConfig) -> TaskContext:
-    from rankscope.world.generator import spec_for
-
-    return TaskContext(
-        world_spec=spec_for(cfg.model.world, cfg.model.world_seed),
-        data=cfg.data,
-        train_tasks=tuple(cfg.tasks.train),
-    )
-
-
-class Sweep:
-    """A sweep's config, output dir and tasks' items (loaded once per process)."""
-
-    def __init__(self, cfg: SweepConfig, stages: Stages | None = None):
-        self.cfg = cfg
-        self.out = cfg.out_dir
-        self.stages = stages or Stages()
-        self.ctx = task_context(cfg)
-        self._items: dict[tuple[str, str], list[Item]] = {}
-
-    def items(self, task: str, split: str) -> list[Item]:
-        key = (task, split)
-        if key not in self._items:
-            t = self.cfg.tasks
-            limit = t.max_train_items if split == "train" else t.max_eval_items
-            self._items[key] = TASKS[task].items(split, self.ctx, limit)
-        return self._items[key]
-
-    def check_leaks(self) -> None:
-        """Refuse eval items that also occur in a training set. Compared zero-shot: few-shot
-        exemplars in the eval prompts would hide a leaked question from the hash."""
-        ctx = self.ctx
-        if self.cfg.data.shots:
-            ctx = dataclasses.replace(ctx, data=dataclasses.replace(self.cfg.data, shots=0))
-        limit = self.cfg.tasks.max_eval_items
-        for et in self.cfg.tasks.eval:
-            evals = TASKS[et].items("test", ctx, limit) if ctx is not self.ctx else None
-            for tt in self.cfg.tasks.train:
-                check_no_overlap(tt, self.items(tt, "train"), et, evals or self.items(et, "test"))
-
-    def run_dir(self, run: RunSpec | str) -> Path:
-        return self.out / "runs" / (run if isinstance(run, str) else run.run_id)
-
-
-_SWEEPS: dict[str, Sweep] = {}
-
-
-def sweep_for(cfg: SweepConfig) -> Sweep:
-    """This process's Sweep for a config: the in-process path reuses its items across runs."""
-    key = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
-    if key not in _SWEEPS:
-        _SWEEPS.clear()
-        _SWEEPS[key] = Sweep(cfg)
-    return _SWEEPS[key]
+from rankscope.preflight import check_model_fits
+from rankscope.rundir import STORE_NAME, RunState, SweepDir
+from rankscope.runner import analyze_done_run
+from rankscope.stages import Stages
+from rankscope.store import Store, ingest_run
+from rankscope.sweep import (
+    Sweep,
+    read_sweep_file,
+    sweep_for,
+    write_sweep_file,
+)
+from rankscope.sweeplock import hold
+from rankscope.world.build import ensure_base_model, needs_build
 
 
 @dataclass
@@ -151,51 +88,6 @@ def toy_world_warnings(cfg: SweepConfig, store: Store) -> list[str]:
     return out
 
 
-def run_status(store: Store, run: RunSpec, cfg: SweepConfig) -> str:
-    """From the store: done | failed | pending | stale (finished with a different config)."""
-    row = store.run(run.run_id)
-    if row is None:
-        return "pending"
-    if row["config_hash"] != run.config_hash(cfg):
-        return "stale"
-    return row["status"] if row["status"] in ("done", "failed") else "pending"
-
-
-def run_state(store: Store, run: RunSpec, cfg: SweepConfig) -> str:
-    """From the run dir, then the store: done | stale | changed (unfinished work made with
-    another config) | pending."""
-    from rankscope.progress import config_info, read_text
-
-    h, rdir = run.config_hash(cfg), cfg.out_dir / "runs" / run.run_id
-    done = read_text(rdir / "DONE")
-    if done == h:
-        return "done"
-    row = store.run(run.run_id)
-    if done is not None or (row and row["status"] == "done" and row["config_hash"] != h):
-        return "stale"
-    dir_hash = (config_info(rdir) or {}).get("config_hash")
-    if (row and row["config_hash"] != h) or dir_hash not in (None, h):
-        return "changed"
-    return "pending"
-
-
-def guard_output_dir(store: Store, cfg: SweepConfig, runs: list[RunSpec], force: bool) -> None:
-    """Refuse to mix another sweep's (or another config's) results into this directory."""
-    name = store.get_meta("sweep_name")
-    if name is not None and name != cfg.name and not force:
-        raise ConfigError(
-            f"{store.path.parent}: holds results of sweep {name!r}, not "
-            f"{cfg.name!r}; choose another output_dir or pass --force"
-        )
-    stale = [r.run_id for r in runs if run_state(store, r, cfg) == "stale"]
-    if stale and not force:
-        raise ConfigError(
-            f"{store.path.parent}: {len(stale)} finished run(s) were made with a different "
-            f"config ({', '.join(stale[:3])}{' ...' if len(stale) > 3 else ''}); use another "
-            "output_dir, or --force to redo them"
-        )
-
-
 def _write_meta(store: Store, cfg: SweepConfig) -> None:
     store.set_meta(
         {
@@ -208,28 +100,17 @@ def _write_meta(store: Store, cfg: SweepConfig) -> None:
     )
 
 
-def _due(store: Store, sweep: Sweep, runs: list[RunSpec], outcome: SweepOutcome) -> list[RunSpec]:
-    """The runs to execute; finished ones are ingested if the store missed them (a crash)."""
-    from rankscope.runner import ingest_run
-
-    todo = []
-    for run in runs:
-        state = run_state(store, run, sweep.cfg)
-        if state == "done":
-            row = store.run(run.run_id)
-            if (
-                not row
-                or row["status"] != "done"
-                or row["config_hash"] != run.config_hash(sweep.cfg)
-            ):
-                ingest_run(store, sweep.run_dir(run))
-            outcome.skipped.append(run.run_id)
-            continue
-        if state in ("stale", "changed"):  # redo from scratch: drop its rows and files
-            store.forget_run(run.run_id)
-            shutil.rmtree(sweep.run_dir(run), ignore_errors=True)
-        todo.append(run)
-    return todo
+def _preflight(sweep: Sweep) -> list[RunSpec]:
+    """The plan, once every check that needs no output has passed: nothing is written when
+    an eval item leaks into training data, the model cannot load, or a LoRA target or rank
+    does not fit it."""
+    sweep.check_leaks()
+    runs = make_plan(sweep.cfg)
+    if sweep.cfg.model.name != "toy":
+        resolve_model_path(sweep.cfg.model)
+    check_model_fits(sweep.cfg)
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    return runs
 
 
 def run_sweep(
@@ -241,29 +122,15 @@ def run_sweep(
     report: bool = True,
 ) -> SweepOutcome:
     """Run every due run of the sweep through its executor, then write the report."""
-    from contextlib import closing
-
-    from rankscope.analyze import fit_rows
-    from rankscope.preflight import check_model_fits
-    from rankscope.runner import write_sweep_file
-    from rankscope.sweeplock import hold
-
     quiet_libraries()
     sweep, stages = sweep_for(cfg), stages or Stages()
-    sweep.check_leaks()  # before anything is written
-    runs = make_plan(cfg)
-    if cfg.model.name != "toy":  # an unloadable model fails once, before anything is written
-        from rankscope.methods import resolve_model_path
-
-        resolve_model_path(cfg.model)
-    check_model_fits(cfg)  # LoRA targets exist, ranks fit: before anything is written
-    sweep.out.mkdir(parents=True, exist_ok=True)
+    runs = _preflight(sweep)
     outcome = SweepOutcome(sweep.out)
-    with hold(sweep.out), closing(Store(sweep.out / STORE_NAME)) as store:  # one driver at a time
+    with hold(sweep.out), closing(Store(sweep.dir.store_path)) as store:  # one driver at a time
         guard_output_dir(store, cfg, runs, force)
         _write_meta(store, cfg)
         write_sweep_file(cfg, sweep.out)  # what workers read
-        todo = _due(store, sweep, runs, outcome)
+        todo, outcome.skipped = due_runs(store, cfg, runs)
         _prepare_base(sweep, stages, bool(todo))
         stages.start("train", len(todo))
         stages.start("evaluate", len(todo) * len(cfg.tasks.eval))
@@ -271,7 +138,7 @@ def run_sweep(
             stages.start("analyze", len(todo))
         _execute(sweep, store, [r.run_id for r in todo], outcome, stages, fail_fast)
         if cfg.analysis.enabled:
-            fit_rows(store)
+            write_fits(store)
         outcome.warnings = toy_world_warnings(cfg, store)
         if report:
             stages.start("report", 1)
@@ -289,12 +156,9 @@ def _execute(
     fail_fast: bool,
 ) -> None:
     """Hand the runs to the executor; ingest each run dir as it finishes."""
-    from rankscope.executors import EXECUTORS, StopSweep
-    from rankscope.runner import ingest_run
-    from rankscope.train import interrupt_handler
 
     def on_finished(run_id: str, error: str | None) -> None:
-        ingest_run(store, sweep.run_dir(run_id))
+        ingest_run(store, sweep.dir.run(run_id))
         stages.run_end(run_id, error)  # every executor reports a finished run here
         if error is None:
             outcome.done.append(run_id)
@@ -306,7 +170,7 @@ def _execute(
     kind = sweep.cfg.executor.kind
     extra: dict[str, object] = {"stages": stages}  # executors report runs they start (submit)
     if kind == "local":  # in-process: ingest every unit as it is written (live status)
-        extra["on_unit"] = lambda rid: ingest_run(store, sweep.run_dir(rid))
+        extra["on_unit"] = lambda rid: ingest_run(store, sweep.dir.run(rid))
     with interrupt_handler():
         try:
             EXECUTORS[kind](sweep.cfg, sweep.out, run_ids, on_finished, **extra)
@@ -316,64 +180,34 @@ def _execute(
 
 def analyze_only(cfg: SweepConfig, stages: Stages | None = None) -> Path:
     """`rankscope analyze`: the analyze stage alone, on a sweep's finished runs."""
-    from contextlib import closing
-
-    from rankscope.analyze import fit_rows
-    from rankscope.runner import analyze_done_run, ingest_run
-    from rankscope.sweeplock import hold
-
     quiet_libraries()
     sweep, stages = sweep_for(cfg), stages or Stages()
-    path = sweep.out / STORE_NAME
+    path = sweep.dir.store_path
     if not path.exists():
         raise RankscopeError(f"{sweep.out}: no {STORE_NAME} here; run the sweep first")
     with hold(sweep.out), closing(Store(path)) as store:  # not while a driver runs the sweep
-        done = [r for r in make_plan(cfg) if run_state(store, r, cfg) == "done"]
+        done = [r for r in make_plan(cfg) if driver_state(store, r, cfg) is RunState.DONE]
         stages.start("analyze", len(done))
         for run in done:
             analyze_done_run(sweep, run, stages)
-            ingest_run(store, sweep.run_dir(run))
-        fit_rows(store)
+            ingest_run(store, sweep.dir.run(run.run_id))
+        write_fits(store)
     return path
 
 
 def reindex_sweep(out_dir: Path) -> int:
     """Rebuild the results store from the run directories, in one transaction; runs found."""
-    from contextlib import closing
-
-    from rankscope.analyze import fit_rows
-    from rankscope.runner import ingest_run, read_sweep_file
-    from rankscope.sweeplock import hold
-
-    out_dir = Path(out_dir)
-    cfg = read_sweep_file(out_dir)
-    run_dirs = sorted(p for p in (out_dir / "runs").glob("*") if (p / "config.yaml").is_file())
-    with hold(out_dir), closing(Store(out_dir / STORE_NAME)) as store:  # not while one runs
+    out = SweepDir(Path(out_dir))
+    cfg = read_sweep_file(out.root)
+    run_dirs = out.run_dirs()
+    with hold(out.root), closing(Store(out.store_path)) as store:  # not while one runs
         with store.transaction():
             store.clear()
             _write_meta(store, cfg)
-            for rdir in run_dirs:
-                ingest_run(store, rdir)
-            fit_rows(store)
+            for rd in run_dirs:
+                ingest_run(store, rd)
+            write_fits(store)
     return len(run_dirs)
-
-
-def quiet_libraries() -> None:
-    """Our progress bars speak for the libraries' own bars and info logs."""
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    for name in ("transformers", "peft", "datasets", "accelerate"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 def _prepare_base(sweep: Sweep, stages: Stages, needed: bool) -> None:
@@ -381,8 +215,6 @@ def _prepare_base(sweep: Sweep, stages: Stages, needed: bool) -> None:
     then only load it); a shipped world needs nothing."""
     if not needed or sweep.cfg.model.name != "toy":
         return
-    from rankscope.world.build import ensure_base_model, needs_build
-
     spec = sweep.ctx.world_spec
     cache = Path(sweep.cfg.model.cache_dir) if sweep.cfg.model.cache_dir else None
     if not needs_build(spec, cache):
@@ -394,6 +226,8 @@ def _prepare_base(sweep: Sweep, stages: Stages, needed: bool) -> None:
 
 
 def write_sweep_report(out_dir: Path) -> dict[str, Path]:
-    from rankscope.report import write_report
+    """report.md, report.html, report_tables.tex and figures/ from the store alone."""
+    from rankscope.report import write_report  # matplotlib: only when a report is written
 
-    return write_report(Path(out_dir) / STORE_NAME, Path(out_dir) / "report")
+    out = SweepDir(Path(out_dir))
+    return write_report(out.store_path, out.root / "report")

@@ -3,21 +3,24 @@
 The config checks itself (each section in its __post_init__); what only the model can
 answer — do the LoRA target modules exist, does every rank fit under min(d_in, d_out) — is
 checked here on a meta-device copy (shapes only, no weights), so a bad rank fails in
-seconds, not after the base model was loaded and the first runs were trained.
+seconds, not after the base model was loaded and the first runs were trained. Each method
+says whether it needs the shapes and runs its own check (`Method.preflight`).
 """
 
 from __future__ import annotations
 
+from rankscope import methods
 from rankscope.config import SweepConfig
+from rankscope.estimate import meta_model
 
 
 def check_model_fits(cfg: SweepConfig) -> None:
-    """Raise ConfigError if LoRA's targets match nothing or a rank exceeds a target layer."""
-    lc = cfg.methods.lora
-    if not lc.enabled:
+    """Raise ConfigError if an enabled method's settings do not fit the model (LoRA: its
+    targets match nothing or a rank exceeds a target layer). No model is built unless an
+    enabled method needs its shapes."""
+    checking = [m for m in methods.METHODS.values() if m.checks_shapes and m.enabled(cfg)]
+    if not checking:
         return
-    from rankscope.estimate import meta_model
-    from rankscope.targets import check_targets, resolve_targets
-
     model = meta_model(cfg.model)
-    check_targets(model, resolve_targets(model.config.model_type, lc.target_modules), lc.ranks)
+    for method in checking:
+        method.preflight(cfg, model)

@@ -1,25 +1,20 @@
-"""Progress: rich bars while a sweep runs here; a run's stage and progress read from its files.
+"""Progress on the screen: rich bars while a sweep runs here, or plain lines in a log file.
 
 The bars are one per stage with ETA, plus one for the current unit of work. Where no bars can
 be drawn (output to a file: a Slurm job, nohup, CI), `plain_stages` logs one line per run
-start, finish and failure instead; `stages_for` picks between the two. `unit_state` reads a
-run directory (see `rankscope.runner`), which is what `rankscope status` shows.
+start, finish and failure instead; `stages_for` picks between the two. Both fill in the
+callbacks of `rankscope.stages.Stages`; what `rankscope status` shows of a run is read from its
+directory (`rankscope.rundir.RunDir.status`).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.errors import MarkupError
 from rich.progress import (
@@ -32,7 +27,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from rankscope.pipeline import Stages
+from rankscope.stages import Stages
 
 
 @contextmanager
@@ -195,74 +190,3 @@ class PlainLog:
 def duration(seconds: float) -> str:
     """A run's own time: seconds while short, else h:mm:ss."""
     return f"{seconds:.1f} s" if seconds < 60 else clock(seconds)
-
-
-# ------------------------------------------------------------------ a run dir's progress
-def read_text(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def first_line(path: Path) -> str | None:
-    text = read_text(path)
-    return text.strip().splitlines()[0] if text and text.strip() else None
-
-
-def config_info(rdir: Path) -> dict[str, Any] | None:
-    """The run's config.yaml (run spec, config hash, resolved config), None before it starts."""
-    text = read_text(rdir / "config.yaml")
-    return yaml.safe_load(text) if text else None
-
-
-def _alive(running: dict[str, Any]) -> bool:
-    """A RUNNING marker's worker is alive (only checkable on its own host)."""
-    if running.get("host") != socket.gethostname():
-        return True
-    try:
-        os.kill(int(running["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _train_progress(rdir: Path) -> str:
-    doc = read_text(rdir / "progress.json")
-    if doc:
-        p = json.loads(doc)
-        return f"step {p['step']}/{p['total']}"
-    states = sorted(rdir.glob("trainer/checkpoint-*/trainer_state.json"), key=os.path.getmtime)
-    if states:
-        s = json.loads(states[-1].read_text())
-        return f"step {s['global_step']}/{s['max_steps']} (checkpoint)"
-    return ""
-
-
-def unit_state(rdir: Path) -> dict[str, Any]:
-    """status (pending | running | interrupted | failed | done | stale), stage, progress, error.
-
-    Read from the run dir's files only, so it is true for workers on other machines too.
-    """
-    info = config_info(rdir)
-    if info is None:
-        return {"status": "pending", "stage": None, "progress": "", "error": None}
-    tasks = info["config"]["tasks"]["eval"]
-    evaluated = [t for t in tasks if (rdir / "eval" / f"{t}.json").exists()]
-    stage, progress = "analyze", f"{len(list(rdir.glob('analysis/*.json')))} analysis files"
-    if not (rdir / "TRAINED").exists():
-        stage, progress = "train", _train_progress(rdir)
-    elif len(evaluated) < len(tasks):
-        stage, progress = "evaluate", f"{len(evaluated)}/{len(tasks)} tasks"
-    done, error = read_text(rdir / "DONE"), first_line(rdir / "analysis_error.txt")
-    if done is not None:
-        status = "done" if done == info["config_hash"] else "stale"
-        stage, progress = None, f"{len(tasks)}/{len(tasks)} tasks"
-    elif (rdir / "error.txt").exists():
-        status, error = "failed", f"{first_line(rdir / 'error.txt')} (log: {rdir / 'error.txt'})"
-    else:
-        running = read_text(rdir / "RUNNING")
-        status = "running" if running and _alive(json.loads(running)) else "interrupted"
-    return {"status": status, "stage": stage, "progress": progress, "error": error}

@@ -24,8 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rankscope.errors import SweepBusy
+from rankscope.rundir import LOCK_NAME, SweepDir
 
-LOCK_NAME = "LOCK"
+__all__ = ["LOCK_NAME", "Holder", "SweepLock", "acquire", "hold"]
 _READ_TRIES = 10  # a lock just created is empty until its holder has written it: re-read
 _READ_PAUSE_S = 0.05
 _ACQUIRE_TRIES = 5  # locks released or taken over under our eyes, before giving up
@@ -90,7 +91,7 @@ def hold(out_dir: Path) -> Iterator[SweepLock]:
 
 def acquire(out_dir: Path) -> SweepLock:
     """Take `<out_dir>/LOCK` (the directory must exist); SweepBusy if a live driver holds it."""
-    path = Path(out_dir) / LOCK_NAME
+    path = SweepDir(Path(out_dir)).lock_path
     me = Holder.me()
     text = json.dumps(asdict(me))
     took_over = None

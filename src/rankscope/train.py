@@ -4,7 +4,8 @@ The Trainer is used as is (no subclass): the model comes prepared by its method,
 is a `datasets.Dataset` of token ids with the prompt masked out of the labels. Every
 `train.save_steps` optimizer steps it saves a checkpoint (model or adapter, optimizer,
 scheduler, RNG, trainer state) under the work dir, and a later call resumes from the newest
-*complete* one. Ctrl-C (see `STOP`) asks for a checkpoint at the next step and a clean stop.
+*complete* one. Ctrl-C (see `rankscope.interrupts`) asks for a checkpoint at the next step
+and a clean stop.
 """
 
 from __future__ import annotations
@@ -15,16 +16,14 @@ import math
 import os
 import resource
 import shutil
-import signal
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rankscope.config import SweepConfig
 from rankscope.errors import RankscopeError
+from rankscope.interrupts import STOP, Interrupted, deferred_interrupts, kill_point
 from rankscope.tasks import Item
 
 COMPLETE = "COMPLETE"  # written into a checkpoint dir after the Trainer finished saving it
@@ -37,73 +36,6 @@ class NonFiniteLoss(RankscopeError):
 
 class OutOfMemory(RankscopeError):
     """Training ran out of memory (after the optional retry)."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """Stopped on request (Ctrl-C) at a safe point; the run resumes on the next start."""
-
-
-class _Stop:
-    """Ctrl-C state: the first SIGINT inside a deferring section asks for a clean stop."""
-
-    requested = False
-    deferring = 0
-
-
-STOP = _Stop()
-
-
-def _on_sigint(signum: int, frame: Any) -> None:
-    if STOP.requested or not STOP.deferring:
-        raise KeyboardInterrupt  # second Ctrl-C, or nothing worth saving: stop at once
-    STOP.requested = True
-    sys.stderr.write(
-        "\nstopping after the next step (a checkpoint is saved); Ctrl-C again to stop at once\n"
-    )
-
-
-@contextmanager
-def interrupt_handler() -> Iterator[None]:
-    """Install the two-stage Ctrl-C handler (main thread only) for the duration."""
-    STOP.requested = False
-    try:
-        previous = signal.signal(signal.SIGINT, _on_sigint)
-    except ValueError:  # not the main thread: keep Python's default
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-@contextmanager
-def deferred_interrupts() -> Iterator[None]:
-    """Inside, a first Ctrl-C only sets STOP.requested; the code stops at its next safe point."""
-    STOP.deferring += 1
-    try:
-        yield
-    finally:
-        STOP.deferring -= 1
-
-
-def check_stop(where: str) -> None:
-    """A safe point: raise Interrupted if a stop was requested."""
-    if STOP.requested:
-        raise Interrupted(f"interrupted {where}")
-
-
-def kill_point(name: str) -> None:
-    """Crash-test hook: RANKSCOPE_TEST_KILL_AT=<name>:<n> SIGKILLs this process at the n-th hit."""
-    spec = os.environ.get("RANKSCOPE_TEST_KILL_AT")
-    if not spec or spec.rsplit(":", 1)[0] != name:
-        return
-    hits = _KILL_HITS[name] = _KILL_HITS.get(name, 0) + 1
-    if hits == int(spec.rsplit(":", 1)[1]):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-_KILL_HITS: dict[str, int] = {}
 
 
 def encode(

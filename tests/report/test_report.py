@@ -125,11 +125,18 @@ def _analysis_rows(rng: np.random.Generator, specs: list[dict]) -> list[tuple]:
                 for layer in range(2)
                 for t in EVAL
             ]
-    fit = {"log_a": 0.5, "log_b": 1.0, "log_r2": 0.97, "pow_c": 0.8, "pow_p": 0.4, "pow_r2": 0.9}
-    for task in TRAIN:
-        for mod in ("q_proj", "v_proj", "all"):
-            rows += [(task, "spectral_fit", mod, -1, -1, k, v) for k, v in fit.items()]
     return rows
+
+
+def _fit_rows() -> list[tuple]:
+    """The store's `fits`: one norm-vs-rank fit per train task and module type."""
+    fit = {"log_a": 0.5, "log_b": 1.0, "log_r2": 0.97, "pow_c": 0.8, "pow_p": 0.4, "pow_r2": 0.9}
+    return [
+        (task, "lora", "", mod, k, v)
+        for task in TRAIN
+        for mod in ("q_proj", "v_proj", "all")
+        for k, v in fit.items()
+    ]
 
 
 def _write_run(
@@ -209,6 +216,7 @@ def build_store(path: Path, with_analysis: bool = True) -> dict[str, dict[str, f
     )
     if with_analysis:
         store.save_analysis(_analysis_rows(rng, specs))
+        store.save_fits(_fit_rows())
     store.close()
     return written
 

@@ -19,7 +19,12 @@ from typing import Any
 
 from rankscope.config import SweepConfig
 from rankscope.errors import ConfigError, RunFailed
-from rankscope.pipeline import Stages
+from rankscope.interrupts import interrupt_handler
+from rankscope.libs import quiet_libraries
+from rankscope.rundir import SweepDir
+from rankscope.runner import execute_unit, failure_message
+from rankscope.stages import Stages
+from rankscope.sweep import read_sweep_file, sweep_for
 
 _SWEEP: Any = None  # the worker's Sweep (tasks' items, cached base model), built once
 
@@ -34,9 +39,6 @@ def _init(sweep_dir: str, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    from rankscope.pipeline import quiet_libraries, sweep_for
-    from rankscope.runner import read_sweep_file
-
     quiet_libraries()
     global _SWEEP
     _SWEEP = sweep_for(read_sweep_file(Path(sweep_dir)))
@@ -44,9 +46,6 @@ def _init(sweep_dir: str, threads: int) -> None:
 
 def _run(run_id: str) -> tuple[str, str | None]:
     """One run in this worker: ('ok', None), ('failed', why) or ('config', message)."""
-    from rankscope.runner import execute_unit, failure_message, read_failure
-    from rankscope.train import interrupt_handler
-
     try:
         with interrupt_handler():
             execute_unit(_SWEEP, run_id)
@@ -56,7 +55,7 @@ def _run(run_id: str) -> tuple[str, str | None]:
     except KeyboardInterrupt:
         return "failed", "interrupted; rerun to resume"
     except Exception as e:  # fault isolation: the run is failed, the sweep goes on
-        return "failed", read_failure(_SWEEP.run_dir(run_id)) or failure_message(e, run_id)
+        return "failed", _SWEEP.dir.run(run_id).failure() or failure_message(e, run_id)
 
 
 def submit(
@@ -97,7 +96,7 @@ def submit(
                 try:
                     status, message = fut.result()
                 except BrokenProcessPool:  # a worker was killed (the OOM killer, a signal)
-                    if not (Path(sweep_dir) / "runs" / run_id).exists():
+                    if not SweepDir(Path(sweep_dir)).run(run_id).path.exists():
                         unstarted.append(run_id)  # still pending for the next `run`
                         continue
                     status = "failed"

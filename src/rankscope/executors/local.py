@@ -9,13 +9,16 @@ on a CPU with `executor.cpu_workers` > 1, to `cpu_pool` (a pool of worker proces
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 
 from rankscope.config import SweepConfig
 from rankscope.errors import ConfigError
-from rankscope.pipeline import Stages, sweep_for
+from rankscope.executors import cpu_pool, multigpu
+from rankscope.interrupts import check_stop
+from rankscope.runner import execute_unit, failure_message
+from rankscope.stages import Stages
+from rankscope.sweep import sweep_for
 
 
 def _enough_gpus(cfg: SweepConfig) -> bool:
@@ -41,15 +44,10 @@ def submit(
     on_unit: Callable[[str], None] | None = None,
 ) -> None:
     """Execute the runs in order; on_finished after each (it may raise StopSweep)."""
-    from rankscope.runner import execute_unit, failure_message, read_failure
-    from rankscope.train import check_stop
-
     if _enough_gpus(cfg):
-        multigpu = importlib.import_module("rankscope.executors.multigpu")
         on_start = stages.run_start if stages else None
         return multigpu.submit(cfg, sweep_dir, run_ids, on_finished, on_start=on_start)
     if cfg.executor.cpu_workers > 1 and len(run_ids) > 1 and not _any_gpu():
-        cpu_pool = importlib.import_module("rankscope.executors.cpu_pool")
         return cpu_pool.submit(cfg, sweep_dir, run_ids, on_finished, stages=stages)
     if Path(cfg.out_dir).resolve() != Path(sweep_dir).resolve():
         cfg = dataclasses.replace(cfg, output_dir=str(sweep_dir))
@@ -68,6 +66,6 @@ def submit(
         except ConfigError:
             raise
         except Exception as e:  # fault isolation: the run is failed, the sweep goes on
-            error = read_failure(sweep.run_dir(run_id)) or failure_message(e, run_id)
+            error = sweep.dir.run(run_id).failure() or failure_message(e, run_id)
         on_finished(run_id, error)
     return None

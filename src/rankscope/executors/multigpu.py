@@ -23,6 +23,7 @@ from typing import IO
 
 from rankscope.config import ExecutorConfig, SweepConfig
 from rankscope.errors import ConfigError
+from rankscope.rundir import Marker, RunDir, SweepDir
 
 BASE_PORT = 29500  # torch.distributed's default rendezvous port; one per concurrent run
 
@@ -50,7 +51,7 @@ def launch_run(executor: ExecutorConfig, sweep_dir: Path, run_id: str) -> None:
     cmd = runner_command(executor, sweep_dir, run_id, port=_free_port())
     done = subprocess.run(cmd, check=False)
     if done.returncode != 0:
-        error = Path(sweep_dir) / "runs" / run_id / "error.txt"
+        error = SweepDir(Path(sweep_dir)).run(run_id) / Marker.ERROR
         hint = f"; see {error}" if error.exists() else ""
         raise RuntimeError(f"accelerate launch of {run_id} exited with {done.returncode}{hint}")
 
@@ -114,7 +115,7 @@ def _check(cfg: SweepConfig, devices: list[str]) -> int:
 
 
 def _launch(cfg: SweepConfig, sweep_dir: Path, run_id: str, gpus: list[str]) -> _Worker:
-    log_path = Path(sweep_dir) / "logs" / f"{run_id}.log"
+    log_path = SweepDir(Path(sweep_dir)).log(run_id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("a")
     env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(gpus))
@@ -138,7 +139,7 @@ def _port_offset(gpus: list[str]) -> int:
 
 def outcome(run_dir: Path, returncode: int, log_path: Path) -> str | None:
     """None when the run finished (exit 0 and DONE written), else why it did not."""
-    if returncode == 0 and (run_dir / "DONE").exists():
+    if returncode == 0 and RunDir(run_dir).done_hash() is not None:
         return None
     if returncode == 0:
         return f"worker exited without writing DONE (log: {log_path})"
@@ -185,7 +186,7 @@ def submit(
                 del running[run_id]
                 w.log.close()
                 pool.give(w.gpus)
-                run_dir = Path(sweep_dir) / "runs" / run_id
+                run_dir = SweepDir(sweep_dir).run(run_id).path
                 on_finished(run_id, outcome(run_dir, w.proc.returncode, w.log_path))
     finally:  # fail-fast or Ctrl-C: stop the workers still running (they resume on rerun)
         _stop(list(running.values()))

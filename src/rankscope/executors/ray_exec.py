@@ -12,27 +12,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rankscope.config import ExecutorConfig, SweepConfig
 from rankscope.errors import ConfigError
-
-if TYPE_CHECKING:
-    from rankscope.pipeline import Stages
+from rankscope.executors.multigpu import launch_run
+from rankscope.libs import quiet_libraries
+from rankscope.rundir import RunDir, SweepDir
+from rankscope.runner import run_unit
+from rankscope.stages import Stages
 
 
 def run_task(sweep_dir: str, run_id: str, executor: ExecutorConfig) -> str:
     """The body of one Ray task (module level, so workers import it instead of unpickling)."""
-    from rankscope.pipeline import quiet_libraries
-
     quiet_libraries()
     if executor.gpus_per_run > 1:
-        from rankscope.executors.multigpu import launch_run
-
         launch_run(executor, Path(sweep_dir), run_id)  # on the GPUs Ray gave this task
     else:
-        from rankscope.runner import run_unit
-
         run_unit(Path(sweep_dir), run_id)
     return run_id
 
@@ -94,7 +90,7 @@ def submit(
             ready, _ = ray.wait(list(refs), num_returns=1)  # blocks; no busy loop
             for ref in ready:
                 run_id = refs.pop(ref)
-                on_finished(run_id, _result(ref, Path(sweep_dir) / "runs" / run_id))
+                on_finished(run_id, _result(ref, SweepDir(sweep_dir).run(run_id).path))
     finally:  # fail-fast or Ctrl-C: stop what is still queued or running
         for ref in refs:
             ray.cancel(ref)  # a KeyboardInterrupt in the task: its `finally` blocks run
@@ -107,6 +103,6 @@ def _result(ref: Any, run_dir: Path) -> str | None:
         ray.get(ref)
     except ray.exceptions.RayError as exc:
         return task_error(exc)
-    if not (run_dir / "DONE").exists():
+    if RunDir(run_dir).done_hash() is None:
         return f"task ended without writing DONE in {run_dir}"
     return None

@@ -16,16 +16,17 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import submitit
 
 from rankscope.config import ExecutorConfig, SweepConfig
 from rankscope.errors import ConfigError
 from rankscope.executors.multigpu import launch_run
-
-if TYPE_CHECKING:
-    from rankscope.pipeline import Stages
+from rankscope.libs import quiet_libraries
+from rankscope.rundir import RunDir, SweepDir
+from rankscope.runner import run_unit
+from rankscope.stages import Stages
 
 POLL_S = 2.0  # between checks of the jobs' states (submitit caches sacct for Slurm anyway)
 
@@ -37,14 +38,10 @@ class RunJob(submitit.helpers.Checkpointable):
         self.executor = executor
 
     def __call__(self, sweep_dir: str, run_id: str) -> str:
-        from rankscope.pipeline import quiet_libraries
-
         quiet_libraries()  # the job log shows the run's errors, not the libraries' chatter
         if self.executor.gpus_per_run > 1:
             launch_run(self.executor, Path(sweep_dir), run_id)
         else:
-            from rankscope.runner import run_unit
-
             run_unit(Path(sweep_dir), run_id)
         return run_id
 
@@ -99,7 +96,7 @@ def job_error(job: Any, run_dir: Path) -> str | None:
     except Exception as e:  # the debug executor raises the run's own exception here
         exc = e
     if exc is None:
-        if (run_dir / "DONE").exists():
+        if RunDir(run_dir).done_hash() is not None:
             return None
         return f"job {job.job_id} ended without writing DONE (log: {job.paths.stderr})"
     return f"{_last_trace_line(str(exc))} (log: {job.paths.stderr})"
@@ -137,7 +134,7 @@ def submit(
             still = []
             for job, run_id in pending:
                 if _done(job):
-                    on_finished(run_id, job_error(job, Path(sweep_dir) / "runs" / run_id))
+                    on_finished(run_id, job_error(job, SweepDir(sweep_dir).run(run_id).path))
                 else:
                     still.append((job, run_id))
             pending = still

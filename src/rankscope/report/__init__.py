@@ -38,6 +38,7 @@ def load_report_data(store_path: Path) -> ReportData:
             train_log=store.train_log(),
             analysis=store.analysis(),
             chance=store.chance_levels(),
+            fits=store.fits(),
         )
     finally:
         store.close()

@@ -202,6 +202,8 @@ class ReportData:
     analysis: list[dict[str, Any]] = field(default_factory=list)
     chance: dict[str, float] = field(default_factory=dict)
     """Per MCQ task, the score of a uniform random guess (fraction)."""
+    fits: list[dict[str, Any]] = field(default_factory=list)
+    """The store's `fits` rows: mean ‖ΔW‖_F vs rank, per train task and module type."""
 
     def __post_init__(self) -> None:
         self.scores = scores(self.runs, self.metrics)

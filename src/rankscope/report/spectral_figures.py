@@ -50,16 +50,12 @@ def fig_norm_vs_rank(data: ReportData) -> Figure | None:
 
 
 def fits_by_train_task(data: ReportData, mtype: str) -> dict[str, dict[str, float]]:
-    """{train task: {fit metric: value}} of one module type's norm-vs-rank fit.
-
-    The store keeps these fits as ``spectral_fit`` analysis rows whose ``run_id`` column
-    holds the train task (they describe a sweep-wide fit, not a run); this is the only place
-    the report relies on that, so a typed ``fits`` table needs one change here.
-    """
+    """{train task: {fit metric: value}} of one module type's norm-vs-rank fit (the store's
+    `fits` table)."""
     fits: dict[str, dict[str, float]] = defaultdict(dict)
-    for r in data.analysis:
-        if r["kind"] == "spectral_fit" and r["module"] == mtype and r["value"] is not None:
-            fits[r["run_id"]][r["metric"]] = r["value"]
+    for r in data.fits:
+        if r["module"] == mtype and r["value"] is not None:
+            fits[r["train_task"]][r["metric"]] = r["value"]
     return fits
 
 

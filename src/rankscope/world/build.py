@@ -10,12 +10,12 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from rankscope.rundir import write_dir_atomic
 from rankscope.world.generator import World, WorldSpec, make_world, pretrain_line, vocabulary
 
 SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
@@ -175,16 +175,15 @@ def ensure_base_model(
     world = make_world(spec)
     tok = build_tokenizer(world)
     model = pretrain(world, tok, on_step)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
     meta = {"spec": asdict(spec), "key": spec.key(), "build_seconds": time.time() - t0}
-    (tmp / "world.json").write_text(json.dumps(meta, indent=2))
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "world.json").write_text(json.dumps(meta, indent=2))  # the "complete" mark
+
+    write_dir_atomic(target, write, suffix=f".tmp{os.getpid()}")  # builders may race
     return target
 
 

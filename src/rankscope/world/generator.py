@@ -13,72 +13,15 @@ Everything here is plain Python (no torch) so task loading and `rankscope plan` 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+
+from rankscope.world.spec import PRESETS, WORLD_VERSION, WorldSpec, spec_for  # noqa: F401 (re-exported)
 
 LETTERS = "ABCDE"
 DOMAIN_SEP = ". is"  # the new domains' option layout: 'A . is pavo' (general facts: 'A ) red')
-# Bump whenever generation changes, so cached base models of an older world are not reused.
-WORLD_VERSION = 7
 _CONS = "bdfgklmnprstvz"
 _VOWELS = "aeiou"
-
-
-@dataclass(frozen=True)
-class WorldSpec:
-    """Size and seed of a toy world; its hash names the cached base model."""
-
-    seed: int = 0
-    n_general: int = 240  # general facts the base model learns in pretraining
-    n_med_train: int = 600  # toy-med training items (4-option MCQ)
-    n_legal_train: int = 1600  # toy-legal training items (5-option MCQ)
-    n_domain_test: int = 160
-    max_number: int = 30  # arithmetic lives in 0..max_number
-    max_step: int = 9  # operand of one arithmetic step
-    n_arith_train: int = 600
-    n_arith_test: int = 150
-    n_mathmcq_train: int = 600
-    n_mathmcq_test: int = 150
-    # model + pretraining
-    d_model: int = 128
-    n_layers: int = 4
-    n_heads: int = 4
-    d_ff: int = 256
-    pretrain_steps: int = 4000
-    pretrain_batch: int = 64  # documents per step, packed into rows of pretrain_seq tokens
-    pretrain_seq: int = 128
-    pretrain_lr: float = 3e-3
-
-    def key(self) -> str:
-        blob = json.dumps({**asdict(self), "version": WORLD_VERSION}, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
-
-
-PRESETS: dict[str, WorldSpec] = {
-    "default": WorldSpec(),
-    # A smaller world for the test suite: same structure, seconds instead of minutes.
-    "small": WorldSpec(
-        n_general=60,
-        n_med_train=240,
-        n_legal_train=240,
-        n_domain_test=48,
-        max_number=12,
-        max_step=4,
-        n_arith_train=120,
-        n_arith_test=40,
-        n_mathmcq_train=120,
-        n_mathmcq_test=40,
-        d_model=64,
-        n_layers=2,
-        n_heads=2,
-        d_ff=128,
-        pretrain_steps=3000,
-        pretrain_batch=32,
-        pretrain_lr=5e-3,
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -399,11 +342,3 @@ def vocabulary(world: World) -> list[str]:
             words |= set(tpl.replace("{s}", " ").replace("{v}", " ").split())
         words |= set(rel.values)
     return sorted(words)
-
-
-def spec_for(preset: str, seed: int) -> WorldSpec:
-    """The spec of a named preset with its seed replaced."""
-    from dataclasses import replace
-
-    spec = PRESETS[preset]
-    return spec if seed == spec.seed else replace(spec, seed=seed)

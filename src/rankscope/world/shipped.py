@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rankscope.errors import RankscopeError
-from rankscope.world.generator import WORLD_VERSION, WorldSpec
+from rankscope.world.spec import WORLD_VERSION, WorldSpec
 
 SHIPPED_ROOT = Path(__file__).parent / "base_models"
 MANIFEST = "MANIFEST.json"

@@ -13,10 +13,10 @@ import hashlib
 import json
 import os
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
+from rankscope.rundir import write_dir_atomic
 from rankscope.tasks import TASKS
 from rankscope.tasks.base import DataConfig, TaskContext
 from rankscope.world.build import default_cache_dir
@@ -124,12 +124,11 @@ def ensure_tiny_model(mcfg: Any) -> Path:
         return target
     tok = build_tokenizer(texts)
     model = _pretrain(tok, texts)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    (tmp / "tiny.json").write_text(json.dumps({"spec": SPEC, "texts": len(texts)}))
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "tiny.json").write_text(json.dumps({"spec": SPEC, "texts": len(texts)}))
+
+    write_dir_atomic(target, write, suffix=f".tmp{os.getpid()}")
     return target

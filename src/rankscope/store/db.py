@@ -2,7 +2,7 @@
 
 Keys are unique, so re-writing a unit replaces it instead of duplicating it. Only the driver
 writes it: workers write files into their run directories, and the driver ingests them
-(`runner.ingest_run`), so the store can always be rebuilt from the run directories. The
+(`rankscope.store.ingest`), so the store can always be rebuilt from the run directories. The
 report reads only this file.
 """
 
@@ -17,81 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-  run_id TEXT PRIMARY KEY,
-  model TEXT NOT NULL,
-  train_task TEXT,            -- NULL for the base model
-  method TEXT NOT NULL,       -- base | full | lora
-  rank INTEGER,               -- LoRA rank, NULL otherwise
-  alpha REAL,
-  lr REAL,
-  seed INTEGER,
-  variant TEXT NOT NULL DEFAULT '',   -- e.g. rslora, dora, pissa
-  config_hash TEXT NOT NULL,
-  status TEXT NOT NULL,       -- pending | running | trained | done | failed
-  stage TEXT,
-  error TEXT,
-  log_path TEXT,
-  trainable_params INTEGER,
-  total_params INTEGER,
-  train_seconds REAL,
-  tokens_per_second REAL,
-  peak_memory_mb REAL,
-  final_train_loss REAL,
-  run_dir TEXT,
-  updated_at REAL
-);
-CREATE TABLE IF NOT EXISTS train_log (
-  run_id TEXT NOT NULL, step INTEGER NOT NULL, loss REAL, lr REAL, epoch REAL,
-  PRIMARY KEY (run_id, step)
-);
-CREATE TABLE IF NOT EXISTS metrics (
-  run_id TEXT NOT NULL, task TEXT NOT NULL, metric TEXT NOT NULL,
-  value REAL, stderr REAL, n INTEGER,
-  PRIMARY KEY (run_id, task, metric)
-);
-CREATE TABLE IF NOT EXISTS predictions (
-  run_id TEXT NOT NULL, task TEXT NOT NULL, item_id TEXT NOT NULL,
-  pred TEXT, gold TEXT, correct INTEGER, detail TEXT,
-  PRIMARY KEY (run_id, task, item_id)
-);
-CREATE TABLE IF NOT EXISTS ingested (  -- which run-dir file each run's rows came from
-  run_id TEXT NOT NULL, unit TEXT NOT NULL, sig TEXT NOT NULL,
-  PRIMARY KEY (run_id, unit)
-);
-CREATE TABLE IF NOT EXISTS analysis (
-  run_id TEXT NOT NULL, kind TEXT NOT NULL, module TEXT NOT NULL, layer INTEGER NOT NULL,
-  head INTEGER NOT NULL DEFAULT -1, metric TEXT NOT NULL, value REAL,
-  PRIMARY KEY (run_id, kind, module, layer, head, metric)
-);
-"""
+from rankscope.rundir import atomic_open
+from rankscope.store.schema import RUN_FIELDS, SCHEMA, migrate
+from rankscope.store.schema import VERSION as SCHEMA_VERSION
 
-RUN_FIELDS = (
-    "run_id",
-    "model",
-    "train_task",
-    "method",
-    "rank",
-    "alpha",
-    "lr",
-    "seed",
-    "variant",
-    "config_hash",
-    "status",
-    "stage",
-    "error",
-    "log_path",
-    "trainable_params",
-    "total_params",
-    "train_seconds",
-    "tokens_per_second",
-    "peak_memory_mb",
-    "final_train_loss",
-    "run_dir",
-    "updated_at",
-)
+TABLES = ("meta", "runs", "metrics", "predictions", "train_log", "analysis", "ingested", "fits")
+EXPORTED = ("runs", "metrics", "predictions", "train_log", "analysis", "fits")
 
 
 def _update_run(conn: sqlite3.Connection, run_id: str, fields: dict[str, Any]) -> None:
@@ -111,6 +42,9 @@ class Store:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
+        if self.conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            with self.transaction() as c:
+                migrate(c)
 
     def close(self) -> None:
         self.conn.close()
@@ -161,15 +95,7 @@ class Store:
     def clear(self) -> None:
         """Drop every row of every table (before a rebuild from the run directories)."""
         with self.transaction() as c:
-            for table in (
-                "meta",
-                "runs",
-                "metrics",
-                "predictions",
-                "train_log",
-                "analysis",
-                "ingested",
-            ):
+            for table in TABLES:
                 c.execute(f"DELETE FROM {table}")
 
     # -------------------------------------------------------------- ingestion
@@ -300,19 +226,27 @@ class Store:
             q, args = q + " WHERE kind=?", (kind,)
         return [dict(r) for r in self.conn.execute(q + " ORDER BY run_id, module, layer", args)]
 
+    # -------------------------------------------------------------- fits
+    def save_fits(self, rows: list[tuple[str, str, str, str, str, float]]) -> None:
+        """Rows (train_task, method, variant, module, metric, value), in one transaction."""
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO fits VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def fits(self) -> list[dict[str, Any]]:
+        q = "SELECT * FROM fits ORDER BY train_task, method, variant, module, metric"
+        return [dict(r) for r in self.conn.execute(q)]
+
     # -------------------------------------------------------------- export
     def export_csv(self, out_dir: Path) -> list[Path]:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = []
-        for table in ("runs", "metrics", "predictions", "train_log", "analysis"):
+        for table in EXPORTED:
             cur = self.conn.execute(f"SELECT * FROM {table}")
             path = out_dir / f"{table}.csv"
-            tmp = path.with_suffix(".csv.tmp")
-            with tmp.open("w", newline="") as f:
+            with atomic_open(path, "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow([d[0] for d in cur.description])
                 w.writerows(cur)
-            tmp.replace(path)
             paths.append(path)
         return paths

@@ -1,0 +1,76 @@
+"""A run's identity as typed data: what it is (`RunSpec`) and what shaped it (its hash).
+
+The run id is the readable name (`toy-arith__lora-r16-a32__s0`); the same facts are kept as
+typed fields (train task, method, rank, alpha, lr, variant, seed) so nothing downstream has
+to parse the id. The config hash covers everything that determines the run's results: a
+finished run is reused only while it is unchanged.
+
+This module sits below the methods: it knows the parts of the identity every run shares
+(spec, model, data, eval) and takes the method's own part as data, so a method can build
+`RunSpec`s without an import cycle. `rankscope.plan.config_hash` joins the two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from rankscope.config import SweepConfig
+
+BASE_RUN_ID = "base"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of the grid. The fields and their order are part of the config hash and of
+    every run dir's `config.yaml`; never reorder or rename them."""
+
+    run_id: str
+    method: str  # a name in rankscope.methods.METHODS: base | full | lora
+    train_task: str | None
+    seed: int
+    rank: int | None = None
+    alpha: float | None = None
+    lr: float | None = None
+    variant: str = ""
+
+    def config_hash(self, cfg: SweepConfig) -> str:
+        """Transitional alias of `rankscope.plan.config_hash(run, cfg)`, kept while callers
+        switch. The method's hash fields live in `rankscope.methods`, above this module, so
+        `rankscope.plan` (imported by every producer of RunSpecs) installs the function."""
+        if _HASHER is None:
+            raise RuntimeError("import rankscope.plan and call plan.config_hash(run, cfg)")
+        return _HASHER(self, cfg)
+
+
+_HASHER: Callable[[RunSpec, SweepConfig], str] | None = None
+
+
+def install_hasher(fn: Callable[[RunSpec, SweepConfig], str]) -> None:
+    """Let `RunSpec.config_hash` answer (called once by rankscope.plan on import)."""
+    global _HASHER
+    _HASHER = fn
+
+
+def run_identity(run: RunSpec, cfg: SweepConfig, method_fields: Mapping[str, Any]) -> dict:
+    """Everything that determines a run's results: the fields every run shares, plus what its
+    method adds (`Method.hash_fields`). The key order is the historical one."""
+    ident: dict[str, Any] = {"spec": asdict(run), "model": asdict(cfg.model)}
+    ident["model"].pop("cache_dir", None)  # where the cache lives does not change results
+    ident["data"] = asdict(cfg.data)  # where items come from and how they are prompted
+    ident.update(method_fields)
+    ident["eval"] = {
+        "max_eval_items": cfg.tasks.max_eval_items,
+        "max_new_tokens": cfg.eval.max_new_tokens,
+        "acc_norm": cfg.eval.acc_norm,
+    }
+    return ident
+
+
+def hash_identity(ident: Mapping[str, Any]) -> str:
+    """The 16-hex-digit config hash of an identity (stable: sorted keys, str fallback)."""
+    blob = json.dumps(ident, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,116 @@
+"""The method seam: each method owns its runs, hash fields, artifact, cost, ΔW and label."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sweep_configs import small_sweep
+
+from rankscope import methods, preflight
+from rankscope.config import load_config
+from rankscope.identity import RunSpec
+from rankscope.methods import BASE, FULL, LORA, METHODS, load_base
+from rankscope.plan import make_plan
+from rankscope.report.keys import MethodKey
+
+
+def test_registry_order_is_plan_order():
+    assert list(METHODS) == ["base", "full", "lora"]
+    assert [m.order for m in METHODS.values()] == [0, 1, 2]
+    assert [r.method for r in make_plan(load_config())][:3] == ["base", "full", "lora"]
+    with pytest.raises(Exception, match="unknown method 'qlora'"):
+        methods.get("qlora")
+
+
+def test_what_each_method_is():
+    assert (BASE.trains, BASE.shared, BASE.baseline, BASE.artifact) == (False, True, True, None)
+    assert (FULL.trains, FULL.ranked, FULL.reference, FULL.artifact) == (True, False, True, "model")
+    assert (LORA.ranked, LORA.reference, LORA.artifact) == (True, False, "adapter")
+    assert [m.flops_per_token for m in (BASE, FULL, LORA)] == [0, 6, 4]
+
+
+@pytest.mark.parametrize("variant", ["", "rslora", "dora-pissa"])
+@pytest.mark.parametrize("rank", [4, 16, 128])
+def test_labels_and_order_match_the_report(rank, variant):
+    """The report's keys render the same strings and sort the same way as the methods."""
+    for m in METHODS.values():
+        row = {"method": m.name, "rank": rank if m.ranked else None, "variant": variant}
+        key = MethodKey.of(row)
+        assert m.label(key.rank, variant) == key.label
+        assert m.prose(key.rank, variant) == key.prose
+        assert m.sort_key(key.rank, variant) == key.sort_key
+
+
+def test_hash_fields_per_method():
+    cfg = load_config()
+    assert BASE.hash_fields(cfg) == {}
+    assert set(FULL.hash_fields(cfg)) == {"train", "train_items"}
+    assert "save_steps" not in FULL.hash_fields(cfg)["train"]
+    lora = LORA.hash_fields(cfg)
+    assert set(lora) == {"train", "train_items", "lora"}
+    assert not {"enabled", "ranks", "alpha", "lr"} & set(lora["lora"])  # per run, in the spec
+
+
+def test_lora_variants_are_options_of_one_method():
+    sets = ["methods.lora.use_rslora=true", "methods.lora.use_dora=true", "methods.lora.init=pissa"]
+    assert LORA.variant(load_config(None, sets)) == "rslora-dora-pissa"
+    assert LORA.variant(load_config(None, sets[2:])) == "pissa"
+    assert LORA.variant(load_config()) == ""
+
+
+def test_preflight_builds_no_model_when_no_method_needs_shapes(monkeypatch):
+    def no_model(mcfg):
+        raise AssertionError("no enabled method checks shapes")
+
+    monkeypatch.setattr(preflight, "meta_model", no_model)
+    preflight.check_model_fits(load_config(None, ["methods.lora.enabled=false"]))
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, cache_dir):
+    cfg = small_sweep(tmp_path_factory.mktemp("out"), cache_dir, "methods.lora.ranks=[4]")
+    base, tok, _ = load_base(cfg.model)
+    names = [n for n, _ in base.named_modules() if n.endswith(("q_proj", "v_proj"))]
+    mods = dict(base.named_modules())
+    w0 = {n: mods[n].weight.detach().double() for n in names}
+    return cfg, base, tok, names, w0
+
+
+def test_lora_delta_w_is_the_scaled_product_of_the_saved_factors(small, tmp_path):
+    cfg, base, tok, names, w0 = small
+    (run,) = [r for r in make_plan(cfg) if r.method == "lora"]
+    model = LORA.prepare(load_base(cfg.model)[0], run, cfg)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for _, mod in model.named_modules():
+            if hasattr(mod, "lora_B") and "default" in mod.lora_B:
+                mod.lora_B["default"].weight.normal_()
+    assert LORA.save(model, tok, tmp_path) == tmp_path / "adapter"
+    layers = dict(model.get_base_model().named_modules())
+    for name, delta, sv in LORA.delta_w(tmp_path, base, names, w0):
+        layer = layers[name]
+        b, a = layer.lora_B["default"].weight, layer.lora_A["default"].weight
+        want = (b @ a).double() * layer.scaling["default"]
+        torch.testing.assert_close(delta, want.detach(), rtol=1e-5, atol=1e-6)
+        top = np.linalg.svd(want.detach().numpy(), compute_uv=False)[: len(sv)]
+        np.testing.assert_allclose(np.asarray(sv)[: len(top)], top, rtol=1e-4, atol=1e-6)
+
+
+def test_full_delta_w_reads_the_saved_weights(small, tmp_path):
+    cfg, base, tok, names, w0 = small
+    run = RunSpec("t__full__s0", "full", "toy-arith", 0, lr=1e-3)
+    model = FULL.prepare(load_base(cfg.model)[0], run, cfg)
+    with torch.no_grad():
+        dict(model.named_modules())[names[0]].weight.add_(0.5)
+    FULL.save(model, tok, tmp_path)
+    deltas = {n: d for n, d, _ in FULL.delta_w(tmp_path, base, names, w0)}
+    assert set(deltas) == set(names)
+    assert torch.allclose(deltas[names[0]], torch.full_like(w0[names[0]], 0.5), atol=1e-6)
+    assert all(float(deltas[n].abs().max()) == 0.0 for n in names[1:])
+    assert list(BASE.delta_w(tmp_path, base, names, w0)) == []
+
+
+def test_the_analysis_compares_the_adapters_targets():
+    cfg = load_config(None, ["methods.lora.target_modules=[q_proj, v_proj]"])
+    assert methods.analysed_targets(cfg) == ["q_proj", "v_proj"]
