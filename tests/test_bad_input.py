@@ -5,23 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-
-from rankscope.cli import main
+from helpers import call_cli
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
-
-
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["rankscope", *args])
-    monkeypatch.setenv("COLUMNS", "400")  # one message on one line, whatever the terminal
-    with pytest.raises(SystemExit) as ex:
-        main()
-    out = capsys.readouterr()
-    return ex.value.code, " ".join((out.out + out.err).split())
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +36,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 def expect_refusal(monkeypatch, capsys, out: Path, args: list[str], *needles: str) -> str:
-    code, text = cli(monkeypatch, capsys, "run", *args, "-o", str(out))
+    code, text = call_cli(monkeypatch, capsys, "run", *args, "-o", str(out))
     assert code == 2, text
     for needle in needles:
         assert needle in text, text
@@ -190,7 +179,7 @@ def test_output_dir_of_another_sweep(monkeypatch, capsys, tmp_path):
     store.set_meta({"sweep_name": "someone-else"})
     store.close()
     before = sorted(p.name for p in out.iterdir())
-    code, text = cli(monkeypatch, capsys, "run", "--set", "name=mine", "-o", str(out))
+    code, text = call_cli(monkeypatch, capsys, "run", "--set", "name=mine", "-o", str(out))
     assert code == 2 and "holds results of sweep 'someone-else'" in text and "--force" in text
     assert sorted(p.name for p in out.iterdir()) == before
 
@@ -218,7 +207,7 @@ def test_unreadable_config_file(monkeypatch, capsys, tmp_path, content, needles)
     twice): one message naming the file and line(s), from `plan` and `run` alike."""
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(content)
-    code, text = cli(monkeypatch, capsys, "plan", str(bad))
+    code, text = call_cli(monkeypatch, capsys, "plan", str(bad))
     assert code == 2 and str(bad) in text and "Traceback" not in text, text
     for needle in needles:
         assert needle in text, text

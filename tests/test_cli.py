@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-
-def rankscope(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "rankscope.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200"},
-        timeout=120,
-    )
+from helpers import run_cli
 
 
 def test_help_does_not_import_torch():
@@ -35,7 +23,7 @@ def test_help_does_not_import_torch():
 
 
 def test_plan_lists_the_grid():
-    res = rankscope("plan", "--set", "methods.lora.ranks=[4,16]", "--set", "tasks.train=[toy-med]")
+    res = run_cli("plan", "--set", "methods.lora.ranks=[4,16]", "--set", "tasks.train=[toy-med]")
     assert res.returncode == 0, res.stderr
     for rid in ("base", "toy-med__full__s0", "toy-med__lora-r4-a8__s0"):
         assert rid in res.stdout
@@ -63,7 +51,7 @@ def test_plan_lists_the_grid():
     ],
 )
 def test_bad_input_is_one_message_exit_2_no_traceback(args, needle, tmp_path):
-    res = rankscope(*args, cwd=tmp_path)
+    res = run_cli(*args, cwd=tmp_path)
     assert res.returncode == 2, (res.stdout, res.stderr)
     assert needle in " ".join(res.stderr.split())
     assert "Traceback" not in res.stderr
@@ -73,29 +61,21 @@ def test_bad_input_is_one_message_exit_2_no_traceback(args, needle, tmp_path):
 def test_malformed_yaml_via_cli_names_the_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nmethods:\n  lora: {ranks: [4,\n")
-    res = rankscope("run", str(bad), cwd=tmp_path)
+    res = run_cli("run", str(bad), cwd=tmp_path)
     assert res.returncode == 2 and "malformed YAML at line" in " ".join(res.stderr.split())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
 
 
 def test_offline_hub_id_fails_fast_with_advice(tmp_path):
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rankscope.cli",
-            "run",
-            "--set",
-            "model.name=org/no-such-model",
-            "--set",
-            "tasks.train=[toy-med]",
-            "-o",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"},
+    res = run_cli(
+        "run",
+        "--set",
+        "model.name=org/no-such-model",
+        "--set",
+        "tasks.train=[toy-med]",
+        "-o",
+        str(tmp_path / "out"),
+        env={"HF_HUB_OFFLINE": "1"},
     )
     assert res.returncode == 2, res.stderr
     assert "local model directory" in " ".join(res.stderr.split())
@@ -103,5 +83,5 @@ def test_offline_hub_id_fails_fast_with_advice(tmp_path):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    res = rankscope("--debug", "plan", "--set", "train.epochs=0", cwd=tmp_path)
+    res = run_cli("--debug", "plan", "--set", "train.epochs=0", cwd=tmp_path)
     assert res.returncode != 0 and "Traceback" in res.stderr

@@ -14,11 +14,11 @@ import multiprocessing
 import os
 import shutil
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
+from helpers import store_rows
 from sweep_configs import small_sweep
 
 from rankscope.config import SweepConfig
@@ -49,27 +49,13 @@ def _cfg(out: Path, cache_dir: Path, *extra: str) -> SweepConfig:
     )
 
 
-def _rows(db: Path) -> dict[str, list[tuple]]:
-    """The store's content that does not depend on where or when a run executed."""
-    tables = {
-        "runs": "run_id, status, config_hash, error, trainable_params, total_params",
-        "metrics": "run_id, task, metric, round(value, 6), round(stderr, 6), n",
-        "predictions": "run_id, task, item_id, pred, gold, correct",
-        "train_log": "run_id, step, round(loss, 4), lr",
-    }
-    with sqlite3.connect(db) as c:
-        return {
-            t: sorted(c.execute(f"SELECT {cols} FROM {t}").fetchall()) for t, cols in tables.items()
-        }
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, cache_dir, small_model_dir) -> tuple[SweepConfig, dict]:
     """The sweep through the local executor (in-process, sequential)."""
     cfg = _cfg(tmp_path_factory.mktemp("local"), cache_dir)
     outcome = run_sweep(cfg, report=False)
     assert sorted(outcome.done) == sorted(RUN_IDS) and not outcome.failed
-    rows = _rows(cfg.out_dir / STORE_NAME)
+    rows = store_rows(cfg.out_dir / STORE_NAME, exact=False)
     assert len(rows["runs"]) == 2 and len(rows["predictions"]) == 2 * 3 * 16 and rows["train_log"]
     return cfg, rows
 
@@ -94,7 +80,7 @@ def test_slurm_through_submitit_local_gives_the_local_store(reference, tmp_path,
     cfg = _cfg(tmp_path, cache_dir, "executor.kind=slurm", "executor.slurm_cluster=local")
     outcome = run_sweep(cfg, report=False)
     assert sorted(outcome.done) == sorted(RUN_IDS) and not outcome.failed
-    assert _rows(cfg.out_dir / STORE_NAME) == reference[1]
+    assert store_rows(cfg.out_dir / STORE_NAME, exact=False) == reference[1]
     # each run was a submitit job with its own logs, in the sweep's slurm/ folder
     assert len(list((tmp_path / "slurm").glob("*_0_log.out"))) == 2
 
@@ -161,7 +147,7 @@ def test_ray_two_concurrent_runs_give_the_local_store(reference, tmp_path, cache
     cfg = _cfg(tmp_path, cache_dir, "executor.kind=ray")
     outcome = run_sweep(cfg, report=False)
     assert sorted(outcome.done) == sorted(RUN_IDS) and not outcome.failed
-    assert _rows(cfg.out_dir / STORE_NAME) == reference[1]
+    assert store_rows(cfg.out_dir / STORE_NAME, exact=False) == reference[1]
     (s0, e0), (s1, e1) = (_span(tmp_path / "runs" / r) for r in RUN_IDS)
     assert s0 < e1 and s1 < e0  # the two runs were executing at the same time
 
@@ -171,7 +157,7 @@ def test_cpu_workers_run_at_once_and_give_the_local_store(reference, tmp_path, c
     cfg = _cfg(tmp_path, cache_dir, "executor.cpu_workers=2")
     outcome = run_sweep(cfg, report=False)
     assert sorted(outcome.done) == sorted(RUN_IDS) and not outcome.failed
-    assert _rows(cfg.out_dir / STORE_NAME) == reference[1]
+    assert store_rows(cfg.out_dir / STORE_NAME, exact=False) == reference[1]
     (s0, e0), (s1, e1) = (_span(tmp_path / "runs" / r) for r in RUN_IDS)
     assert s0 < e1 and s1 < e0  # the two runs were executing at the same time
 
@@ -193,7 +179,7 @@ def test_a_killed_cpu_worker_fails_its_run_and_the_rerun_finishes_it(
     monkeypatch.delenv("RANKSCOPE_TEST_KILL_AT")
     again = run_sweep(cfg, report=False)
     assert LORA in again.done and not again.failed
-    assert _rows(cfg.out_dir / STORE_NAME) == reference[1]
+    assert store_rows(cfg.out_dir / STORE_NAME, exact=False) == reference[1]
 
 
 def test_a_run_id_not_in_the_sweep_stops_the_cpu_pool_as_it_stops_local(tmp_path, cache_dir):
@@ -248,7 +234,7 @@ def test_runs_finishing_at_the_same_moment_lose_and_duplicate_no_rows(
     ray_exec.submit(cfg, tmp_path, RUN_IDS, on_finished)  # a retried sweep ingests again
     store.close()
     assert sorted(calls) == sorted([(r, None) for r in RUN_IDS] * 2)
-    assert _rows(tmp_path / STORE_NAME) == reference[1]
+    assert store_rows(tmp_path / STORE_NAME, exact=False) == reference[1]
 
 
 def _ingest_at(barrier, db: str, run_dir: str) -> None:
@@ -274,7 +260,7 @@ def test_two_processes_ingesting_at_once_lose_and_duplicate_no_rows(reference, t
     for p in procs:
         p.join(60)
     assert [p.exitcode for p in procs] == [0] * 4
-    assert _rows(tmp_path / STORE_NAME) == reference[1]
+    assert store_rows(tmp_path / STORE_NAME, exact=False) == reference[1]
 
 
 # ----------------------------------------------------------------------------- several GPUs
@@ -349,7 +335,7 @@ def test_multigpu_pins_each_run_to_its_gpus_and_gives_the_local_store(
     assert {r: seen[r] for r in RUN_IDS} == {r: None for r in RUN_IDS}
     assert "not in the sweep's plan" in seen["no-such-run"]
     assert str(tmp_path / "logs" / "no-such-run.log") in seen["no-such-run"]
-    assert _rows(tmp_path / STORE_NAME) == reference[1]
+    assert store_rows(tmp_path / STORE_NAME, exact=False) == reference[1]
     heads = {r: (tmp_path / "logs" / f"{r}.log").open().readline() for r in seen}
     gpus = {r: h.split("CUDA_VISIBLE_DEVICES=")[1].split()[0] for r, h in heads.items()}
     assert {gpus[r] for r in RUN_IDS} == {"3", "5"}  # the first two ran at once, one GPU each

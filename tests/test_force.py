@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import yaml
+from helpers import call_cli
 
-from rankscope.cli import main
 from rankscope.config import load_config
 from rankscope.errors import ConfigError
 from rankscope.pipeline import run_sweep
@@ -53,12 +51,8 @@ def test_a_changed_config_is_refused_then_redone_with_force(
     assert _hash(out) == old_hash  # refused: the finished run is untouched
 
     args = [x for s in _sets(out, cache_dir, "1e-3") for x in ("--set", s)]
-    monkeypatch.setattr(sys, "argv", ["rankscope", "run", *args, "--force"])
-    monkeypatch.setenv("COLUMNS", "200")
-    try:
-        main()
-    except SystemExit as e:  # main() returns on success, exits on failure
-        pytest.fail(f"exit {e.code}: {capsys.readouterr().err}")
+    code, err = call_cli(monkeypatch, capsys, "run", *args, "--force", stream="err")
+    assert code == 0, f"exit {code}: {err}"
     new_hash = _hash(out)
     assert new_hash != old_hash  # redone under the new config...
     assert (out / "runs" / RUN / "DONE").read_text() == new_hash != old_done

@@ -75,8 +75,6 @@ def test_config_hashes_are_pinned():
         ("toy-arith__full__s1", "d73160c0742e8cd2"),
         ("toy-arith__lora-r8-a16-rslora-dora-pissa__s1", "af32303eea5a7132"),
     }
-    run = make_plan(plain)[2]
-    assert run.config_hash(plain) == config_hash(run, plain)  # the transitional alias
 
 
 def test_variant_is_part_of_the_id_and_a_typed_column():

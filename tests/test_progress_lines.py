@@ -5,13 +5,11 @@ terminal it keeps its rich bars."""
 from __future__ import annotations
 
 import io
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 from rich.console import Console
 
 from rankscope import progress
@@ -135,13 +133,12 @@ def test_rankscope_run_into_a_pipe_logs_each_run_start_and_finish(
         "executor.gpus_per_run=0",
         f"executor.cpu_workers={workers}",
     ]
-    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
-    res = subprocess.run(
-        [sys.executable, "-m", "rankscope.cli", "run", "-o", str(tmp_path / "out")]
-        + [x for s in sets for x in ("-s", s)],
-        capture_output=True,  # a pipe, as in a batch job: not a terminal
-        text=True,
-        env={**env, "RANKSCOPE_CACHE": str(cache_dir)},
+    res = run_cli(  # stderr is a pipe, as in a batch job: not a terminal
+        "run",
+        "-o",
+        str(tmp_path / "out"),
+        *(x for s in sets for x in ("-s", s)),
+        env={"FORCE_COLOR": None, "TTY_COMPATIBLE": None, "RANKSCOPE_CACHE": str(cache_dir)},
         timeout=300,
     )
     assert res.returncode == 0, res.stderr

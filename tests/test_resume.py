@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import run_cli, store_rows
+
+from rankscope.rundir import STORE_NAME
 
 FULL, LORA = "toy-arith__full__s0", "toy-arith__lora-r4-a8__s0"
 
@@ -59,26 +62,8 @@ def _env(kill_at: str | None = None) -> dict[str, str]:
 
 
 def rankscope(args: list[str], kill_at: str | None = None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "rankscope.cli", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=_env(kill_at), timeout=600)
-
-
-def content(out: Path) -> dict[str, list[tuple]]:
-    """The store's results, without what legitimately differs (timings, update times)."""
-    conn = sqlite3.connect(out / "results.sqlite")
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    cols = "run_id, method, status, stage, error, config_hash, trainable_params, final_train_loss"
-    q = {
-        "runs": f"SELECT {cols} FROM runs",
-        "metrics": "SELECT * FROM metrics",
-        "predictions": "SELECT * FROM predictions",
-        "train_log": "SELECT * FROM train_log",
-        "analysis": "SELECT * FROM analysis",
-        "fits": "SELECT * FROM fits",
-    }
-    out_rows = {k: sorted(conn.execute(v).fetchall(), key=repr) for k, v in q.items()}
-    conn.close()
-    return out_rows
+    """The CLI in a subprocess; `kill_at` arms the crash point (None: none, even if set here)."""
+    return run_cli(*args, env={"OMP_NUM_THREADS": "1", "RANKSCOPE_TEST_KILL_AT": kill_at})
 
 
 def leftovers(out: Path) -> list[str]:
@@ -91,7 +76,7 @@ def reference(tmp_path_factory, cache_dir, small_model_dir) -> dict[str, list[tu
     out = tmp_path_factory.mktemp("reference")
     res = rankscope(_args(out, cache_dir))
     assert res.returncode == 0, res.stderr
-    return content(out)
+    return store_rows(out / STORE_NAME)
 
 
 def _killed(out: Path, cache_dir: Path, point: str) -> None:
@@ -114,13 +99,13 @@ def test_sigkill_at_every_point_then_rerun_gives_the_uninterrupted_store(
     assert json.loads((full / "TRAINED").read_text())["resumed_from_step"] == 8
     assert not list(full.glob("eval/*.json"))
     _killed(out, cache_dir, "store:2")  # inside an ingest transaction
-    content(out)  # the store is consistent (integrity check) after a kill mid-write
+    store_rows(out / STORE_NAME)  # the store is consistent (integrity check) after a kill mid-write
     _killed(out, cache_dir, "file:2")  # between a temp file and its rename
     assert list(out.rglob("*.tmp"))
     res = rankscope(_args(out, cache_dir))
     assert res.returncode == 0, res.stderr
     assert leftovers(out) == []
-    got = content(out)
+    got = store_rows(out / STORE_NAME)
     assert got == reference  # same runs, metrics, per-item predictions; no duplicate rows
     assert len(got["predictions"]) == 2 * 2 * 24
 
@@ -133,7 +118,7 @@ def test_store_deleted_then_reindexed_is_equal(tmp_path, cache_dir, reference):
         Path(f"{out / 'results.sqlite'}{suffix}").unlink(missing_ok=True)
     res = rankscope(["reindex", str(out)])
     assert res.returncode == 0, res.stderr
-    assert content(out) == reference
+    assert store_rows(out / STORE_NAME) == reference
     res = rankscope(["status", str(out)])
     assert res.returncode == 0 and res.stdout.count(" done ") == 2, res.stdout
 
@@ -192,9 +177,7 @@ def test_second_ctrl_c_stops_at_once(tmp_path, cache_dir, small_model_dir):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err.decode()[-2000:]
-    conn = sqlite3.connect(out / "results.sqlite")
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    conn.close()
+    store_rows(out / STORE_NAME)  # asserts SQLite's integrity check
 
 
 def test_sigint_handler_defers_the_first_and_raises_on_the_second():

@@ -3,12 +3,10 @@ loading is the whole check); the paper configs say what the paper did; its plan 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 from rankscope.config import load_config
 
@@ -31,20 +29,12 @@ def test_paper_configs_state_the_paper_design():
 
 
 def test_paper_plan_offline_shows_params_and_gpu_hours(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rankscope.cli",
-            "plan",
-            str(ROOT / "configs/paper/llama-3.1-8b.yaml"),
-            "-o",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        env={**env, "COLUMNS": "200"},
+    res = run_cli(
+        "plan",
+        str(ROOT / "configs/paper/llama-3.1-8b.yaml"),
+        "-o",
+        str(tmp_path / "out"),
+        env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
         timeout=300,
     )
     assert res.returncode == 0, res.stderr

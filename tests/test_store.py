@@ -9,33 +9,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from helpers import store_rows
 from sweep_configs import small_sweep
 
 from rankscope.pipeline import reindex_sweep, run_sweep
 from rankscope.rundir import STORE_NAME, RunState
 from rankscope.store import Store, ingest_run
-
-TABLES = ("runs", "metrics", "predictions", "train_log", "analysis", "fits", "meta")
-
-
-def content(path: Path, sweep: Path | None = None) -> dict[str, list[tuple]]:
-    """Every table's rows, but update times; the sweep dir's own path reads <dir>."""
-    root = str(sweep or path.parent)
-    store = Store(path)
-    out = {}
-
-    def norm(v):
-        return v.replace(root, "<dir>") if isinstance(v, str) else v
-
-    for table in TABLES:
-        cur = store.conn.execute(f"SELECT * FROM {table}")
-        cols = [d[0] for d in cur.description]
-        rows = [
-            tuple(norm(v) for c, v in zip(cols, r, strict=True) if c != "updated_at") for r in cur
-        ]
-        out[table] = sorted(rows, key=repr)
-    store.close()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +38,7 @@ def sweep_dir(tmp_path_factory, cache_dir, small_model_dir) -> Path:
 
 
 def test_ingesting_twice_changes_nothing(sweep_dir, tmp_path):
-    before = content(sweep_dir / STORE_NAME)
+    before = store_rows(sweep_dir / STORE_NAME, timings=True)
     assert before["metrics"] and before["predictions"] and before["analysis"]
     copy = tmp_path / STORE_NAME
     shutil.copy(sweep_dir / STORE_NAME, copy)
@@ -68,7 +47,7 @@ def test_ingesting_twice_changes_nothing(sweep_dir, tmp_path):
         ingest_run(store, rdir)
         ingest_run(store, rdir)
     store.close()
-    assert content(copy, sweep_dir) == before
+    assert store_rows(copy, timings=True, sweep=sweep_dir) == before
 
 
 def test_a_rewritten_unit_replaces_its_rows(sweep_dir, tmp_path):
@@ -89,20 +68,20 @@ def test_a_rewritten_unit_replaces_its_rows(sweep_dir, tmp_path):
 def test_store_deleted_then_reindexed_has_equal_content(sweep_dir, tmp_path):
     out = tmp_path / "sweep"
     shutil.copytree(sweep_dir, out)
-    before = content(out / STORE_NAME, sweep_dir)  # its paths name the original dir
+    before = store_rows(out / STORE_NAME, timings=True, sweep=sweep_dir)  # paths: the original dir
     for suffix in ("", "-wal", "-shm"):
         Path(f"{out / STORE_NAME}{suffix}").unlink(missing_ok=True)
     assert reindex_sweep(out) == 2
-    assert content(out / STORE_NAME) == before
+    assert store_rows(out / STORE_NAME, timings=True) == before
     assert reindex_sweep(out) == 2  # over an existing store: the same again
-    assert content(out / STORE_NAME) == before
+    assert store_rows(out / STORE_NAME, timings=True) == before
 
 
 def test_two_runs_finishing_at_the_same_moment(sweep_dir, tmp_path):
     """Two drivers' threads ingest at once: transactions serialise, nothing lost or doubled."""
     out = tmp_path / "sweep"
     shutil.copytree(sweep_dir, out)
-    before = content(out / STORE_NAME, sweep_dir)  # its paths name the original dir
+    before = store_rows(out / STORE_NAME, timings=True, sweep=sweep_dir)  # paths: the original dir
     (out / STORE_NAME).unlink()
     Store(out / STORE_NAME).close()
     barrier = threading.Barrier(2)
@@ -126,7 +105,7 @@ def test_two_runs_finishing_at_the_same_moment(sweep_dir, tmp_path):
     for t in threads:
         t.join()
     assert not errors
-    got = content(out / STORE_NAME)
+    got = store_rows(out / STORE_NAME, timings=True)
     for table in ("runs", "metrics", "predictions", "train_log"):
         assert got[table] == before[table]
     assert got["analysis"] == before["analysis"]

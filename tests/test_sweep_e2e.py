@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import call_cli
 from sweep_configs import small_sweep
 
 from rankscope.pipeline import run_sweep, toy_world_warnings
@@ -247,15 +248,6 @@ def _oom_for_full_sft(monkeypatch) -> None:
     monkeypatch.setattr(Trainer, "train", train)
 
 
-def _cli(monkeypatch, *args: str) -> int:
-    from rankscope.cli import main
-
-    monkeypatch.setattr("sys.argv", ["rankscope", *args])
-    with pytest.raises(SystemExit) as done:
-        main()
-    return done.value.code
-
-
 FAULT_SETS = [
     "tasks.eval=[toy-arith, toy-general]",
     "tasks.max_train_items=16",
@@ -278,8 +270,8 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(
     base = ["model.world=small", f"model.cache_dir={cache_dir}", "tasks.train=[toy-arith]"]
     sets = [x for s in [*FAULT_SETS, *base] for x in ("-s", s)]
     args = ["run", "-o", str(cfg.out_dir), *sets] + (["--fail-fast"] if fail_fast else [])
-    assert _cli(monkeypatch, *args) == 1
-    err = " ".join(capsys.readouterr().err.split())
+    code, err = call_cli(monkeypatch, capsys, *args, stream="err")
+    assert code == 1
     full, lora = "toy-arith__full__s0", "toy-arith__lora-r4-a8__s0"
     assert "failed run" in err and f"out of memory in {full}" in err  # the summary table
     store = Store(cfg.out_dir / STORE_NAME)

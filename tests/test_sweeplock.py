@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_bad_input import cli
+from helpers import call_cli
 
 from rankscope.errors import SweepBusy
 from rankscope.sweeplock import LOCK_NAME, acquire, hold
@@ -61,7 +61,9 @@ def test_second_run_is_refused_naming_host_and_pid(monkeypatch, capsys, tmp_path
     command = f"rankscope run --set tasks.train=[toy-arith] -o {out}"  # brackets: no markup
     lock = write_lock(out, live_pid, command=command)
     before = lock.read_text()
-    code, text = cli(monkeypatch, capsys, "run", "--set", "methods.lora.ranks=[8]", "-o", str(out))
+    code, text = call_cli(
+        monkeypatch, capsys, "run", "--set", "methods.lora.ranks=[8]", "-o", str(out)
+    )
     assert code == 2, text
     needles = (str(out), f"pid {live_pid}", socket.gethostname(), "wait for it", "kill", command)
     for needle in needles:
@@ -85,7 +87,7 @@ def test_analyze_and_reindex_are_refused_too(monkeypatch, capsys, tmp_path, live
     write_lock(out, live_pid)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     args = ["analyze", "-o", str(out)] if command == "analyze" else ["reindex", str(out)]
-    code, text = cli(monkeypatch, capsys, *args)
+    code, text = call_cli(monkeypatch, capsys, *args)
     assert code == 2 and f"pid {live_pid}" in text and "Traceback" not in text, text
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 

@@ -1,24 +1,30 @@
 """The analyze stage: spectral analysis of ΔW and attention analysis, rows into the store.
 
-Per run and module: W₀ from the base model, W₁ = W₀ + ΔW with ΔW taken from peft
-(`get_delta_weight`, i.e. s·B·A) for LoRA, or the saved weights for full SFT. LoRA's ΔW
-spectrum comes from its factors (no dense SVD of ΔW); W₀'s SVD is computed once per base
-model and shared by all runs. Each (run, module) is stored in one transaction, so the stage
-resumes per module.
+Per run and module: W₀ from the base model, W₁ = W₀ + ΔW with ΔW read by the run's method
+(`Method.delta_w`: peft's `get_delta_weight` for LoRA, whose spectrum comes from its factors;
+the saved weights for full SFT). W₀'s SVD is computed once per base model and shared by all
+runs. Each (run, module) is stored in one transaction, so the stage resumes per module.
+
+`rankscope.analysis.spectral` (scipy) and `rankscope.analysis.attention` (torch) are imported
+inside the functions that use them: the driver imports this module, and `rankscope --help`
+must not pay for them.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from rankscope import methods
 from rankscope.config import SweepConfig
+from rankscope.evaluate import evaluate
+from rankscope.models import load_base
 from rankscope.plan import RunSpec
 from rankscope.rundir import AnalysisFiles
+from rankscope.tasks import TASKS
 
 Row = tuple[str, str, str, int, int, str, float]  # run_id, kind, module, layer, head, metric, value
 
@@ -43,10 +49,11 @@ def _layer_index(name: str) -> int:
 
 
 def analysed_modules(model: Any, cfg: SweepConfig) -> list[str]:
-    """Dotted names of the linear modules to analyse (LoRA targets, or all linear layers)."""
+    """Dotted names of the linear modules to analyse (the adapter's targets, so that every
+    method is compared on the same modules, or all linear layers)."""
     import torch
 
-    targets = cfg.methods.lora.target_modules
+    targets = methods.analysed_targets(cfg)
     every = cfg.analysis.modules == "all-linear" or targets == ["all-linear"]
     names = []
     for name, mod in model.named_modules():
@@ -59,46 +66,6 @@ def analysed_modules(model: Any, cfg: SweepConfig) -> list[str]:
 def _base_weights(base: Any, names: list[str]) -> dict[str, Any]:
     mods = dict(base.named_modules())
     return {n: mods[n].weight.detach().double().cpu() for n in names}
-
-
-def _lora_pairs(run_dir: Path, base: Any, names: list[str]) -> Iterator[tuple[str, Any, Any]]:
-    """(name, ΔW, ΔW singular values or None) from a saved adapter, via peft's own layers."""
-    import copy
-
-    from peft import PeftModel
-
-    peft_model = PeftModel.from_pretrained(copy.deepcopy(base), run_dir / "adapter")
-    from rankscope.analysis.spectral import lora_delta_singular_values
-
-    mods = dict(peft_model.get_base_model().named_modules())
-    for n in names:
-        layer = mods[n]
-        if not hasattr(layer, "lora_A") or "default" not in layer.lora_A:
-            yield n, None, None  # not adapted: ΔW = 0
-            continue
-        delta = layer.get_delta_weight("default").detach().double()
-        sv = None
-        if not getattr(layer, "use_dora", {}).get("default", False):
-            a = layer.lora_A["default"].weight.detach()
-            b = layer.lora_B["default"].weight.detach()
-            sv = lora_delta_singular_values(b, a, float(layer.scaling["default"]))
-        yield n, delta, sv
-
-
-def _full_pairs(run_dir: Path, w0: dict[str, Any]) -> Iterator[tuple[str, Any, Any]]:
-    import torch
-    from safetensors import safe_open
-
-    files = sorted((run_dir / "model").glob("*.safetensors"))
-    found: dict[str, Any] = {}
-    for f in files:
-        with safe_open(str(f), framework="pt") as st:
-            for n in w0:
-                key = f"{n}.weight"
-                if key in st.keys():
-                    found[n] = st.get_tensor(key).to(torch.float64)
-    for n, w in w0.items():
-        yield n, found[n] - w, None
 
 
 def _w0_svd(model_key: str, name: str, w0: Any) -> Any:
@@ -114,14 +81,15 @@ def spectral_rows(
     """Analyse every module of one run not yet in the store; return how many were added."""
     from rankscope.analysis.spectral import compare_weights
 
-    if run.method == "base":
+    method = methods.get(run.method)
+    if not method.trains:
         return 0
     names = analysed_modules(base, cfg)
     todo = [n for n in names if not store.has_analysis(run.run_id, "spectral", n)]
     if not todo:
         return 0
     w0 = _base_weights(base, todo)
-    pairs = _lora_pairs(run_dir, base, todo) if run.method == "lora" else _full_pairs(run_dir, w0)
+    pairs = method.delta_w(run_dir, base, todo, w0)
     a = cfg.analysis
     for name, delta, sv in pairs:
         base_w = w0[name]
@@ -171,7 +139,7 @@ def attention_rows(run: RunSpec, model: Any, base: Any, batches: list, store: Ro
 
     if store.has_analysis(run.run_id, "attention"):
         return
-    ref = None if run.method == "base" else base
+    ref = None if methods.get(run.method).baseline else base
     rows = []
     for r in attention_stats(model, ref, batches):
         if "head" in r:
@@ -213,7 +181,7 @@ def ablation_rows(
     from rankscope.analysis.attention import ablate_heads
 
     if (
-        run.method == "base"
+        not methods.get(run.method).trains
         or cfg.analysis.ablate_top == 0
         or store.has_analysis(run.run_id, "ablation")
     ):
@@ -232,8 +200,6 @@ def ablation_rows(
 
 def _primary_score(model: Any, tok: Any, task: Any, items: list, cfg: SweepConfig) -> float:
     """The task's headline metric (acc, or strict exact match), scored as evaluate scores it."""
-    from rankscope.evaluate import evaluate
-
     e = cfg.eval
     m = evaluate(
         model, tok, task, items, e.batch_size, e.max_new_tokens, chat=cfg.data.chat_template
@@ -260,13 +226,13 @@ def analyze_run(
     items: dict[str, list],
 ) -> None:
     """Every analysis of one run; each piece is skipped when its rows are stored."""
-    from rankscope.methods import load_for_eval
-    from rankscope.tasks import TASKS
-
     spectral_rows(run, run_dir, cfg, store, base, model_key)
     if not cfg.analysis.attention:
         return
-    model = base if run.method == "base" else load_for_eval(run, run_dir, cfg.model)[0]
+    # The tuned model is a fresh load: peft wraps the model it is given in place, and `base`
+    # must stay the untouched reference for the attention comparison.
+    trains = methods.get(run.method).trains
+    model = methods.load_for_eval(run, run_dir, cfg.model)[0] if trains else base
     attention_rows(run, model, base, batches, store)
     n = cfg.analysis.ablation_items
     tasks = [(TASKS[t], items[t][:n]) for t in ablation_tasks(run, cfg, items)]
@@ -275,8 +241,6 @@ def analyze_run(
 
 def analyze_unit(run: RunSpec, run_dir: Path, cfg: SweepConfig, items: dict[str, list]) -> None:
     """A worker's analyze stage: every analysis of one run not yet in its analysis/ dir."""
-    from rankscope.methods import load_base
-
     base, tok, path = load_base(cfg.model)
     batches = probe_batches(cfg, items, tok)
     analyze_run(run, run_dir, cfg, AnalysisFiles(run_dir), base, tok, str(path), batches, items)

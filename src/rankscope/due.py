@@ -12,7 +12,7 @@ import shutil
 
 from rankscope.config import SweepConfig
 from rankscope.errors import ConfigError
-from rankscope.plan import RunSpec
+from rankscope.plan import RunSpec, config_hash
 from rankscope.rundir import RunDir, RunState, SweepDir
 from rankscope.store import Store, ingest_run
 
@@ -26,7 +26,7 @@ def store_state(store: Store, run: RunSpec, cfg: SweepConfig) -> RunState:
     row = store.run(run.run_id)
     if row is None:
         return RunState.PENDING
-    if row["config_hash"] != run.config_hash(cfg):
+    if row["config_hash"] != config_hash(run, cfg):
         return RunState.STALE
     status = row["status"]
     return RunState(status) if status in (RunState.DONE, RunState.FAILED) else RunState.PENDING
@@ -35,7 +35,7 @@ def store_state(store: Store, run: RunSpec, cfg: SweepConfig) -> RunState:
 def driver_state(store: Store, run: RunSpec, cfg: SweepConfig) -> RunState:
     """From the run dir, then the store: done | stale | changed (unfinished work made with
     another config) | pending."""
-    h, rd = run.config_hash(cfg), _run_dir(cfg, run)
+    h, rd = config_hash(run, cfg), _run_dir(cfg, run)
     done = rd.done_hash()
     if done == h:
         return RunState.DONE
@@ -85,7 +85,7 @@ def due_runs(
             if (
                 not row
                 or row["status"] != RunState.DONE
-                or row["config_hash"] != run.config_hash(cfg)
+                or row["config_hash"] != config_hash(run, cfg)
             ):
                 ingest_run(store, rd)
             skipped.append(run.run_id)

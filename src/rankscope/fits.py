@@ -1,4 +1,4 @@
-"""Fits across runs: mean ‖ΔW‖_F against LoRA rank, per train task and module type.
+"""Fits across runs: mean ‖ΔW‖_F against rank, per train task, ranked method and module type.
 
 A fit describes a group of runs, not a run, so it goes into the store's `fits` table keyed by
 what it was fitted over (train task, method, variant, module type); the driver refits after
@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from rankscope.methods import METHODS
 from rankscope.rundir import RunState
 from rankscope.store import Store
 
-FITTED_METHODS = ("lora",)  # the methods whose runs vary in rank
+FITTED_METHODS = tuple(m.name for m in METHODS.values() if m.ranked)
+"""The methods whose runs vary in rank (the registry says which, so a new ranked method is
+fitted without touching this module)."""
 
 
 def write_fits(store: Store) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,23 +36,6 @@ class RunSpec:
     alpha: float | None = None
     lr: float | None = None
     variant: str = ""
-
-    def config_hash(self, cfg: SweepConfig) -> str:
-        """Transitional alias of `rankscope.plan.config_hash(run, cfg)`, kept while callers
-        switch. The method's hash fields live in `rankscope.methods`, above this module, so
-        `rankscope.plan` (imported by every producer of RunSpecs) installs the function."""
-        if _HASHER is None:
-            raise RuntimeError("import rankscope.plan and call plan.config_hash(run, cfg)")
-        return _HASHER(self, cfg)
-
-
-_HASHER: Callable[[RunSpec, SweepConfig], str] | None = None
-
-
-def install_hasher(fn: Callable[[RunSpec, SweepConfig], str]) -> None:
-    """Let `RunSpec.config_hash` answer (called once by rankscope.plan on import)."""
-    global _HASHER
-    _HASHER = fn
 
 
 def run_identity(run: RunSpec, cfg: SweepConfig, method_fields: Mapping[str, Any]) -> dict:

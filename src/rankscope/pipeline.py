@@ -21,7 +21,7 @@ from rankscope.executors import EXECUTORS, StopSweep
 from rankscope.fits import write_fits
 from rankscope.interrupts import interrupt_handler
 from rankscope.libs import quiet_libraries
-from rankscope.methods import resolve_model_path
+from rankscope.models import resolve_model_path
 from rankscope.plan import BASE_RUN_ID, RunSpec, make_plan
 from rankscope.preflight import check_model_fits
 from rankscope.rundir import STORE_NAME, RunState, SweepDir

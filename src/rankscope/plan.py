@@ -13,13 +13,7 @@ from typing import Any
 
 from rankscope import methods
 from rankscope.config import SweepConfig
-from rankscope.identity import (
-    BASE_RUN_ID,
-    RunSpec,
-    hash_identity,
-    install_hasher,
-    run_identity,
-)
+from rankscope.identity import BASE_RUN_ID, RunSpec, hash_identity, run_identity
 
 __all__ = ["BASE_RUN_ID", "RunSpec", "config_hash", "identity", "make_plan"]
 
@@ -32,9 +26,6 @@ def identity(run: RunSpec, cfg: SweepConfig) -> dict[str, Any]:
 def config_hash(run: RunSpec, cfg: SweepConfig) -> str:
     """The run's config hash: equal hashes mean the stored results are still valid."""
     return hash_identity(identity(run, cfg))
-
-
-install_hasher(config_hash)  # RunSpec.config_hash, until its callers use this function
 
 
 def make_plan(cfg: SweepConfig) -> list[RunSpec]:

@@ -27,7 +27,7 @@ from rankscope.evaluate import evaluate
 from rankscope.interrupts import check_stop, deferred_interrupts, interrupt_handler, kill_point
 from rankscope.libs import quiet_libraries
 from rankscope.methods import count_params, get, load_base, load_for_eval
-from rankscope.plan import RunSpec
+from rankscope.plan import RunSpec, config_hash
 from rankscope.provenance import provenance
 from rankscope.rundir import Marker, RunDir
 from rankscope.stages import Stages
@@ -68,7 +68,7 @@ class Unit:
 
     @property
     def hash(self) -> str:
-        return self.run.config_hash(self.cfg)
+        return config_hash(self.run, self.cfg)
 
 
 def run_unit(sweep_dir: Path, run_id: str) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import gc
 import json
 import math
-import os
 import resource
 import shutil
 import time
@@ -24,6 +23,7 @@ from typing import Any
 from rankscope.config import SweepConfig
 from rankscope.errors import RankscopeError
 from rankscope.interrupts import STOP, Interrupted, deferred_interrupts, kill_point
+from rankscope.rundir import write_atomic
 from rankscope.tasks import Item
 
 COMPLETE = "COMPLETE"  # written into a checkpoint dir after the Trainer finished saving it
@@ -318,9 +318,7 @@ def fit(
             bs, accum, retried = bs // 2, accum * 2, True
             shutil.rmtree(work_dir, ignore_errors=True)  # checkpoints of the old batch layout
             work_dir.mkdir(parents=True)
-            tmp = work_dir / (SETTINGS + ".tmp")
-            tmp.write_text(json.dumps({"batch_size": bs, "grad_accum": accum}))
-            os.replace(tmp, work_dir / SETTINGS)
+            write_atomic(work_dir / SETTINGS, json.dumps({"batch_size": bs, "grad_accum": accum}))
 
 
 def _free_memory() -> None:

@@ -16,6 +16,7 @@ from rankscope.report.analysis_figures import render_analysis_figures
 from rankscope.report.data import ReportData
 from rankscope.report.figures import render_figures
 from rankscope.report.render import TEX_NAME, render_report
+from rankscope.rundir import replace_dir
 from rankscope.store import Store
 
 __all__ = ["load_report_data", "write_report"]
@@ -44,19 +45,6 @@ def load_report_data(store_path: Path) -> ReportData:
         store.close()
 
 
-def _swap_dir(new: Path, target: Path) -> None:
-    """Put directory ``new`` at ``target``, replacing what was there."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}-old-{os.getpid()}")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_report(store_path: Path, out_dir: Path) -> dict[str, Path]:
     """Write report.md, report.html, report_tables.tex and figures/*.png into ``out_dir``.
 
@@ -73,7 +61,7 @@ def write_report(store_path: Path, out_dir: Path) -> dict[str, Path]:
         names = {"md": "report.md", "html": "report.html", "tex": TEX_NAME}
         for key, name in names.items():
             (stage / name).write_text(texts[key], encoding="utf-8")
-        _swap_dir(stage / "figures", out_dir / "figures")
+        replace_dir(stage / "figures", out_dir / "figures")
         for name in names.values():
             os.replace(stage / name, out_dir / name)
     finally:

@@ -197,16 +197,16 @@ def fig_params_vs_rank(data: ReportData) -> Figure | None:
     if not ranked:
         return None
     fig, (ax,) = new_figure(1, w=6.0, h=4.2)
-    by_variant: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    lines: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
     for p in ranked:
-        by_variant[p.key.variant].append((p.rank, p.trainable))
-    for k, (variant, pts) in enumerate(sorted(by_variant.items())):
+        lines[(p.key.info.prose or p.key.method, p.key.variant)].append((p.rank, p.trainable))
+    for k, ((name, variant), pts) in enumerate(sorted(lines.items())):
         pts.sort()
         ax.plot(
             [r for r, _ in pts],
             [n for _, n in pts],
             marker="os^D"[k % 4],
-            label=f"LoRA{f' ({variant})' if variant else ''}",
+            label=f"{name}{f' ({variant})' if variant else ''}",
         )
     for p in counts:
         if p.key.info.reference:

@@ -4,7 +4,8 @@ The report used to build a string such as ``"lora r=8 (rslora)"``, group by it a
 it back for sorting, prose and plotting. It now groups by :class:`MethodKey`, which holds
 the columns themselves, and only *renders* a label. Everything the report knows about
 individual method names (display order, prose name, how a method is drawn) is in
-:data:`METHODS`, so a new method is one entry here and not a search through the figures.
+:data:`METHODS`, read from the method registry (`rankscope.methods`), so a new method needs
+no edit here and the report orders and names methods exactly as the plan does.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from rankscope import methods as registry
 
 Row = Mapping[str, Any]
 """One row of a store table, as :class:`rankscope.store.Store` returns it."""
@@ -34,12 +37,12 @@ class MethodInfo:
 
 
 METHODS: dict[str, MethodInfo] = {
-    "base": MethodInfo(0, baseline=True),
-    "full": MethodInfo(1, prose="full SFT", reference=True),
-    "lora": MethodInfo(2, prose="LoRA", ranked=True),
+    m.name: MethodInfo(m.order, m.prose_name, m.baseline, m.ranked, m.reference)
+    for m in registry.METHODS.values()
 }
 UNKNOWN_METHOD = MethodInfo(9)
-"""A method the report has no entry for: listed last, drawn like the base model."""
+"""A method the registry does not know (a store written by another version): listed last,
+drawn like the base model."""
 
 
 def method_info(method: str) -> MethodInfo:
