@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rankscope.report.keys import MethodKey, Row
+from rankscope.report.keys import Keyed, MethodKey, Row
 
 
 # ------------------------------------------------------------------ runs
@@ -60,7 +60,7 @@ def primary_metrics(metrics: Iterable[Row]) -> dict[str, str]:
 
 # ------------------------------------------------------------------ scores
 @dataclass(frozen=True)
-class Score:
+class Score(Keyed):
     """One run's primary metric on one eval task, and the base model's on the same task."""
 
     run_id: str
@@ -77,14 +77,6 @@ class Score:
     @property
     def delta(self) -> float | None:
         return None if self.base_value is None else self.value - self.base_value
-
-    @property
-    def label(self) -> str:
-        return self.key.label
-
-    @property
-    def method(self) -> str:
-        return self.key.method
 
 
 def scores(runs: Iterable[Row], metrics: Iterable[Row]) -> list[Score]:
@@ -123,7 +115,7 @@ def scores(runs: Iterable[Row], metrics: Iterable[Row]) -> list[Score]:
 
 
 @dataclass(frozen=True)
-class AggScore:
+class AggScore(Keyed):
     """Mean ± std across seeds of one configuration (train task, method key) on one task."""
 
     train_task: str | None
@@ -136,22 +128,6 @@ class AggScore:
     delta_std: float | None
     n_seeds: int
     run_ids: tuple[str, ...] = field(default=())
-
-    @property
-    def label(self) -> str:
-        return self.key.label
-
-    @property
-    def method(self) -> str:
-        return self.key.method
-
-    @property
-    def rank(self) -> int | None:
-        return self.key.rank
-
-    @property
-    def variant(self) -> str:
-        return self.key.variant
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:

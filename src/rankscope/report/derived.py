@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from rankscope.report.data import AggScore, done_runs
-from rankscope.report.keys import MethodKey, Row
+from rankscope.report.keys import Keyed, MethodKey, Row
 
 
 def _tuned(a: AggScore) -> bool:
@@ -19,17 +19,13 @@ def _tuned(a: AggScore) -> bool:
 
 
 @dataclass(frozen=True)
-class CrossMatrix:
+class CrossMatrix(Keyed):
     """Δ vs base (fraction) per (train task, eval task) for one method key."""
 
     key: MethodKey
     train_tasks: list[str]
     eval_tasks: list[str]
     values: list[list[float | None]]
-
-    @property
-    def label(self) -> str:
-        return self.key.label
 
     def cell(self, train_task: str, eval_task: str) -> float | None:
         return self.values[self.train_tasks.index(train_task)][self.eval_tasks.index(eval_task)]
@@ -56,7 +52,7 @@ def retention(agg: Iterable[AggScore], retention_task: str | None) -> list[AggSc
 
 
 @dataclass(frozen=True)
-class Tradeoff:
+class Tradeoff(Keyed):
     """Per method key: mean in-domain, cross-domain and retention Δ over train tasks."""
 
     key: MethodKey
@@ -64,10 +60,6 @@ class Tradeoff:
     cross_domain: float | None
     retention: float | None
     n_train_tasks: int
-
-    @property
-    def label(self) -> str:
-        return self.key.label
 
 
 def _mean_or_none(values: list[float]) -> float | None:
@@ -98,18 +90,10 @@ def tradeoffs(agg: Iterable[AggScore], retention_task: str | None) -> list[Trade
 
 
 @dataclass(frozen=True)
-class ParamCount:
+class ParamCount(Keyed):
     key: MethodKey
     trainable: int | None
     total: int | None
-
-    @property
-    def label(self) -> str:
-        return self.key.label
-
-    @property
-    def rank(self) -> int | None:
-        return self.key.rank
 
     @property
     def fraction(self) -> float | None:

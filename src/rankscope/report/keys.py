@@ -97,3 +97,26 @@ class MethodKey:
 def method_label(run: Row) -> str:
     """The display label of a run row: ``MethodKey.of(run).label``."""
     return MethodKey.of(run).label
+
+
+class Keyed:
+    """The display fields of a row that stands for one `MethodKey` (its `key` field), so the
+    report's row types read them from the key instead of each repeating them."""
+
+    key: MethodKey
+
+    @property
+    def label(self) -> str:
+        return self.key.label
+
+    @property
+    def method(self) -> str:
+        return self.key.method
+
+    @property
+    def rank(self) -> int | None:
+        return self.key.rank
+
+    @property
+    def variant(self) -> str:
+        return self.key.variant
