@@ -92,9 +92,18 @@ def test_order_is_the_old_order() -> None:
 
 def test_rank_is_part_of_the_key_only_for_ranked_methods() -> None:
     """A full run with a stray rank is still 'full', in the same group as the others."""
-    assert MethodKey.of(run("full", 8)) == MethodKey.of(FULL) == MethodKey("full")
-    assert MethodKey.of(LORA_8) == MethodKey("lora", 8)
-    assert MethodKey.of(LORA_8) != MethodKey.of(run("lora", 8, "dora"))
+    assert MethodKey.of(run("full", 8, lr=1e-5)) == MethodKey.of(FULL) == MethodKey("full", lr=1e-5)
+    assert MethodKey.of(LORA_8) == MethodKey("lora", 8, alpha=16.0)
+    assert MethodKey.of(LORA_8) != MethodKey.of(run("lora", 8, "dora", alpha=16.0))
+
+
+def test_alpha_and_lr_are_part_of_the_key_not_of_the_label() -> None:
+    """Runs that differ only in alpha or lr never merge into one group."""
+    other_alpha = MethodKey.of(run("lora", 8, alpha=32.0))
+    other_lr = MethodKey.of(run("lora", 8, alpha=16.0, lr=1e-3))
+    assert len({MethodKey.of(LORA_8), other_alpha, other_lr}) == 3
+    assert other_alpha.label == other_lr.label == MethodKey.of(LORA_8).label == "lora r=8"
+    assert MethodKey.of(run("base", 8, alpha=4.0)) == MethodKey("base")  # no rank, no alpha
 
 
 # ------------------------------------------------------------------ no id or label parsing
@@ -149,7 +158,7 @@ def test_runs_are_placed_by_their_columns_not_their_ids(tmp_path: Path) -> None:
         ("lora r=128 (dora)", 128),
     ]
     x = next(a for a in data.agg if a.run_ids == ("x",))
-    assert (x.key, x.delta_mean) == (MethodKey("lora", 8), pytest.approx(0.1))
+    assert (x.key, x.delta_mean) == (MethodKey("lora", 8, alpha=16.0), pytest.approx(0.1))
     md = render_report(data, [], [])["md"]
     assert "| x | lora r=8 | t | 0 |" in md
     assert "best is LoRA r=4 trained on t" in md

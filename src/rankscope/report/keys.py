@@ -51,24 +51,27 @@ def method_info(method: str) -> MethodInfo:
 
 @dataclass(frozen=True)
 class MethodKey:
-    """The configuration a report row stands for, minus the train task and the seed.
+    """The configuration a report row stands for, minus the train task and the seed: the
+    run identity's columns (method, rank, variant, alpha, lr), never a parsed label.
 
-    Alpha and lr are not part of it: within one sweep they follow from method and rank,
-    and the label does not show them, so grouping by them could only split one table row
-    into two rows with the same label.
+    Within one sweep today alpha follows from the rank and lr from the method, so the label
+    shows neither; they are part of the key so that runs differing in them never merge.
     """
 
     method: str
     rank: int | None = None
     """Only for ranked methods; None for the others (their label has no rank)."""
     variant: str = ""
+    alpha: float | None = None
+    lr: float | None = None
 
     @classmethod
     def of(cls, run: Row) -> MethodKey:
-        """The key of a ``runs`` row (or any row with method, rank and variant columns)."""
+        """The key of a ``runs`` row (or any row with the identity columns)."""
         method = str(run["method"])
         rank = run.get("rank") if method_info(method).ranked else None
-        return cls(method, rank, run.get("variant") or "")
+        alpha = run.get("alpha") if method_info(method).ranked else None
+        return cls(method, rank, run.get("variant") or "", alpha, run.get("lr"))
 
     @property
     def info(self) -> MethodInfo:
@@ -90,7 +93,8 @@ class MethodKey:
 
     @property
     def sort_key(self) -> tuple[int, str, int]:
-        """Base, full, then ranked methods by variant (plain first) and rank."""
+        """Base, full, then ranked methods by variant (plain first) and rank (the methods'
+        own `sort_key`: the report orders rows exactly as the plan does)."""
         return (self.info.order, self.variant, self.rank or 0)
 
 
