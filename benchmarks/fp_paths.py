@@ -3,11 +3,14 @@ shows".)
 
     python benchmarks/fp_paths.py sweep [--set KEY=VALUE ...]   # the default sweep, twice
     python benchmarks/fp_paths.py tests                          # the quality tests, 4 paths
+    python benchmarks/fp_paths.py small                          # the tests' sweep, 4 paths
 
 `sweep` runs `rankscope run` with this machine's kernels and again with the AVX2 kernels
 (`ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2`: how a CPU without AVX-512 computes),
 then prints how many metric values differ and by how much. `tests` runs the tests that assert
-model quality under four paths (AVX-512, AVX2, no SIMD with MKL's SSE4.2 kernels, one thread).
+model quality under four paths (AVX-512, AVX2, no SIMD with MKL's SSE4.2 kernels, one thread);
+`small` runs the sweep those tests read (tests/sweep_configs.py, analysis off) on the same four
+paths and compares every metric value and final train loss with the native path's.
 Another CPU may take yet another path; this bounds what one change of path does.
 """
 
@@ -65,10 +68,44 @@ def tests() -> None:
         print(f"{name:10s} {res.stdout.strip().splitlines()[-1]}")
 
 
+def small() -> None:
+    out = Path(tempfile.mkdtemp(prefix="fp-small-"))
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); from sweep_configs import small_sweep; "
+        "from rankscope.pipeline import run_sweep; "
+        "run_sweep(small_sweep(sys.argv[1], sys.argv[2], 'analysis.enabled=false'), report=False)"
+    )
+    got = {}
+    for name, env in PATHS.items():
+        cache = out / "cache"
+        subprocess.run(
+            [sys.executable, "-c", code, str(out / name), str(cache)],
+            env={**os.environ, **env, "RANKSCOPE_CACHE": str(cache)},
+            check=True,
+        )
+        db = out / name / "results.sqlite"
+        with sqlite3.connect(db) as c:
+            losses = dict(c.execute("SELECT run_id, final_train_loss FROM runs").fetchall())
+            q = "SELECT AVG(pred != 'None') FROM predictions WHERE run_id = ? AND task = ?"
+            (fmt,) = c.execute(q, ("toy-arith__full__s0", "toy-arith")).fetchone()
+        print(f"{name:10s} full SFT writes '#### N' in {100 * fmt:.0f} % of toy-arith answers")
+        got[name] = ({k: v for k, v, _ in _rows(db)}, losses)
+    ref, ref_loss = got["native"]
+    for name, (vals, losses) in got.items():
+        moved = sum(vals[k] != ref[k] for k in ref)
+        rel = max(abs(losses[r] - ref_loss[r]) / abs(ref_loss[r]) for r in ref_loss if ref_loss[r])
+        print(
+            f"{name:10s} {len(ref) - moved} of {len(ref)} metric values as native; "
+            f"final loss within {rel:.1e} (relative)"
+        )
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["sweep"]:
         sweep(sys.argv[2:])
     elif sys.argv[1:2] == ["tests"]:
         tests()
+    elif sys.argv[1:2] == ["small"]:
+        small()
     else:
         sys.exit(__doc__)
