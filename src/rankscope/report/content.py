@@ -13,16 +13,7 @@ from rankscope.report.data import ReportData, failed_runs
 from rankscope.report.derived import tradeoffs
 from rankscope.report.fmt import Table, fmt_pct, fmt_pp
 from rankscope.report.plot import FigureOut
-from rankscope.report.tables import (
-    cross_domain_table,
-    delta_table,
-    failed_table,
-    results_table,
-    retention_table,
-    run_summary_table,
-    spectral_summary_table,
-    tradeoff_table,
-)
+from rankscope.report.tables import report_tables
 
 TEX_NAME = "report_tables.tex"
 
@@ -97,7 +88,7 @@ def retention_lines(data: ReportData) -> list[str]:
     return lines
 
 
-def summary_blocks(data: ReportData) -> list[Block]:
+def summary_blocks(data: ReportData, tables: dict[str, Table | None]) -> list[Block]:
     runs = data.runs
     done = sum(r["status"] == "done" for r in runs)
     models = sorted({r["model"] for r in runs if r.get("model")})
@@ -114,22 +105,26 @@ def summary_blocks(data: ReportData) -> list[Block]:
     cost = retention_lines(data)
     if cost:
         blocks += [Para("Retention cost of each method:"), Bullets(cost)]
-    trade = tradeoff_table(data)
-    if trade.rows:
+    trade = tables["tradeoffs"]
+    if trade is not None and trade.rows:
         blocks.append(TableBlock(trade))
     return blocks
 
 
-def results_blocks(data: ReportData) -> list[Block]:
+RESULT_TABLES = (
+    ("Score per run", "results"),
+    ("Change vs base per run", "delta"),
+    ("Retention", "retention"),
+    ("Cross-domain matrix", "cross-domain"),
+    ("Training cost", "cost"),
+)
+
+
+def results_blocks(tables: dict[str, Table | None]) -> list[Block]:
     blocks: list[Block] = [Heading("Results")]
-    for title, table in (
-        ("Score per run", results_table(data)),
-        ("Change vs base per run", delta_table(data)),
-        ("Retention", retention_table(data)),
-        ("Cross-domain matrix", cross_domain_table(data)),
-        ("Training cost", run_summary_table(data)),
-    ):
-        if table.rows:
+    for title, name in RESULT_TABLES:
+        table = tables[name]
+        if table is not None and table.rows:
             blocks += [Heading(title, 3), TableBlock(table)]
     if len(blocks) == 1:
         blocks.append(Para("No run has finished yet."))
@@ -140,11 +135,13 @@ def figure_blocks(title: str, figs: list[FigureOut]) -> list[Block]:
     return [Heading(title)] + [FigureBlock(f) for f in figs] if figs else []
 
 
-def analysis_blocks(data: ReportData, figs: list[FigureOut]) -> list[Block]:
+def analysis_blocks(
+    data: ReportData, tables: dict[str, Table | None], figs: list[FigureOut]
+) -> list[Block]:
     if not data.analysis:
         return []
     blocks: list[Block] = [Heading("Analysis")]
-    spec = spectral_summary_table(data)
+    spec = tables["spectral"]
     if spec is not None and spec.rows:
         blocks += [Heading("Spectral summary", 3), TableBlock(spec)]
     blocks += [FigureBlock(f) for f in figs]
@@ -153,21 +150,26 @@ def analysis_blocks(data: ReportData, figs: list[FigureOut]) -> list[Block]:
     return blocks
 
 
-def failed_blocks(data: ReportData) -> list[Block]:
-    if not failed_runs(data.runs):
+def failed_blocks(data: ReportData, tables: dict[str, Table | None]) -> list[Block]:
+    table = tables["failed"]
+    if not failed_runs(data.runs) or table is None:
         return []
-    return [Heading("Failed runs"), TableBlock(failed_table(data))]
+    return [Heading("Failed runs"), TableBlock(table)]
 
 
 def report_blocks(
-    data: ReportData, figs: list[FigureOut], analysis_figs: list[FigureOut]
+    data: ReportData,
+    figs: list[FigureOut],
+    analysis_figs: list[FigureOut],
+    tables: dict[str, Table | None] | None = None,
 ) -> list[Block]:
+    tables = tables if tables is not None else report_tables(data)
     return [
         Heading(f"rankscope report: {data.sweep_name}", 1),
-        *summary_blocks(data),
-        *results_blocks(data),
+        *summary_blocks(data, tables),
+        *results_blocks(tables),
         *figure_blocks("Figures", figs),
-        *analysis_blocks(data, analysis_figs),
-        *failed_blocks(data),
+        *analysis_blocks(data, tables, analysis_figs),
+        *failed_blocks(data, tables),
         Para(f"LaTeX (booktabs) versions of the tables are in `{TEX_NAME}`."),
     ]

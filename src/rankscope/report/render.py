@@ -23,16 +23,7 @@ from rankscope.report.content import (
 from rankscope.report.data import ReportData
 from rankscope.report.fmt import Table, to_latex, to_markdown
 from rankscope.report.plot import FigureOut
-from rankscope.report.tables import (
-    cross_domain_table,
-    delta_table,
-    failed_table,
-    results_table,
-    retention_table,
-    run_summary_table,
-    spectral_summary_table,
-    tradeoff_table,
-)
+from rankscope.report.tables import report_tables
 
 __all__ = ["TEX_NAME", "render_report", "to_html", "to_md", "to_tex"]
 
@@ -126,21 +117,14 @@ def to_html(blocks: list[Block], title: str) -> str:
 
 
 # ------------------------------------------------------------------ latex
-def to_tex(data: ReportData) -> str:
+def to_tex(data: ReportData, tables: dict[str, Table | None] | None = None) -> str:
     """Every table of the report as a booktabs table environment."""
-    tables = [
-        ("tradeoffs", tradeoff_table(data)),
-        ("results", results_table(data)),
-        ("delta", delta_table(data)),
-        ("retention", retention_table(data)),
-        ("cross-domain", cross_domain_table(data)),
-        ("cost", run_summary_table(data)),
-        ("spectral", spectral_summary_table(data) if data.analysis else None),
-        ("failed", failed_table(data)),
-    ]
+    tables = tables if tables is not None else report_tables(data)
     header = f"% rankscope tables for sweep {data.sweep_name}; needs \\usepackage{{booktabs}}\n\n"
     return header + "\n".join(
-        to_latex(t, f"tab:rankscope-{name}") for name, t in tables if t is not None and t.rows
+        to_latex(t, f"tab:rankscope-{name}")
+        for name, t in tables.items()
+        if t is not None and t.rows
     )
 
 
@@ -148,9 +132,10 @@ def render_report(
     data: ReportData, figs: list[FigureOut], analysis_figs: list[FigureOut]
 ) -> dict[str, str]:
     """The report's texts: {'md': ..., 'html': ..., 'tex': ...}."""
-    blocks = report_blocks(data, figs, analysis_figs)
+    tables = report_tables(data)  # built once, shown in the Markdown/HTML and the LaTeX
+    blocks = report_blocks(data, figs, analysis_figs, tables)
     return {
         "md": to_md(blocks),
         "html": to_html(blocks, f"rankscope: {data.sweep_name}"),
-        "tex": to_tex(data),
+        "tex": to_tex(data, tables),
     }

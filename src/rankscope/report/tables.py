@@ -206,3 +206,18 @@ def spectral_summary_table(data: ReportData) -> Table | None:
             ]
         )
     return t
+
+
+def report_tables(data: ReportData) -> dict[str, Table | None]:
+    """Every table of the report, each built once: the Markdown/HTML blocks and the LaTeX
+    file show the same objects. None: no spectral table without analysis rows."""
+    return {
+        "tradeoffs": tradeoff_table(data),
+        "results": results_table(data),
+        "delta": delta_table(data),
+        "retention": retention_table(data),
+        "cross-domain": cross_domain_table(data),
+        "cost": run_summary_table(data),
+        "spectral": spectral_summary_table(data) if data.analysis else None,
+        "failed": failed_table(data),
+    }

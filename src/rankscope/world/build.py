@@ -202,9 +202,3 @@ def needs_build(spec: WorldSpec, cache_dir: Path | None = None) -> bool:
     if shipped_model_dir(spec) is not None:
         return False
     return not (model_dir(spec, cache_dir or default_cache_dir()) / "world.json").exists()
-
-
-def load_spec(model_path: Path) -> WorldSpec:
-    """The world a cached toy model was built from (stored beside its weights)."""
-    meta = json.loads((Path(model_path) / "world.json").read_text())
-    return WorldSpec(**meta["spec"])
