@@ -20,6 +20,8 @@ def small_sweep(out_dir: Path, cache_dir: Path, *extra: str):
             f"output_dir={out_dir}",
             f"model.cache_dir={cache_dir}",
             "model.world=small",
+            "seeds=[0]",
+            "methods.lora.dropout=0.05",  # the library default (configs/toy.yaml has none)
             "tasks.train=[toy-arith]",
             "tasks.eval=[toy-arith, toy-general, toy-med]",
             "methods.lora.ranks=[4,16]",

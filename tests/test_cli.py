@@ -23,19 +23,20 @@ def test_help_does_not_import_torch():
 
 
 def test_plan_lists_the_grid():
-    res = run_cli("plan", "--set", "methods.lora.ranks=[4,16]", "--set", "tasks.train=[toy-med]")
+    sets = ["methods.lora.ranks=[4,16]", "tasks.train=[toy-med]", "methods.lora.lr=5e-4"]
+    res = run_cli("plan", *(x for s in [*sets, "methods.full.lr=5e-4"] for x in ("--set", s)))
     assert res.returncode == 0, res.stderr
-    for rid in ("base", "toy-med__full__s0", "toy-med__lora-r4-a8__s0"):
+    for rid in ("base", "toy-med__full-lr5e-4__s0", "toy-med__lora-r4-a8-lr5e-4__s0"):
         assert rid in res.stdout
     # trainable share of the run's model, adapter included (as PEFT and the report count it)
     cells = {}
     for line in res.stdout.splitlines():
         parts = [p.strip() for p in line.split("│") if p.strip()]
-        if parts and parts[0] in ("toy-med__full__s0", "toy-med__lora-r16-a32__s0"):
+        if parts and parts[0] in ("toy-med__full-lr5e-4__s0", "toy-med__lora-r16-a32-lr5e-4__s0"):
             count, pct = parts[-2].split()
             cells[parts[0]] = (float(count.rstrip("k")) * 1e3, float(pct.strip("(%)")))
-    total, full_pct = cells["toy-med__full__s0"]
-    lora, lora_pct = cells["toy-med__lora-r16-a32__s0"]
+    total, full_pct = cells["toy-med__full-lr5e-4__s0"]
+    lora, lora_pct = cells["toy-med__lora-r16-a32-lr5e-4__s0"]
     assert full_pct == 100
     assert lora_pct == pytest.approx(100 * lora / (total + lora), abs=0.05)
 

@@ -158,4 +158,4 @@ def test_run_ids_and_run_alphas_come_from_alpha_for():
     cfg = load_config(None, ["methods.lora.alpha=0.5r", "methods.lora.ranks=[3, 8]"])
     lora = [r for r in make_plan(cfg) if r.method == "lora"]
     assert {(r.rank, r.alpha) for r in lora} == {(3, 1.5), (8, 4.0)}
-    assert any(r.run_id.endswith("__lora-r3-a1.5__s0") for r in lora)
+    assert any(r.run_id.endswith("__lora-r3-a1.5-lr1e-3__s0") for r in lora)

@@ -21,7 +21,7 @@ from sweep_configs import small_sweep
 from rankscope.sweep import write_sweep_file
 
 ITEMS = 32  # training items: 8 optimizer steps at an effective batch of 4
-RUN = "toy-arith__full__s0"
+RUN = "toy-arith__full-lr3e-3__s0"
 
 
 def _run(n_proc: int, batch: int, out: Path, cache_dir: Path) -> Path:

@@ -29,7 +29,7 @@ from rankscope.rundir import STORE_NAME
 from rankscope.store import Store, ingest_run
 from rankscope.sweep import write_sweep_file
 
-RUN_IDS = ["base", "toy-arith__lora-r4-a8__s0"]
+RUN_IDS = ["base", "toy-arith__lora-r4-a8-lr3e-3__s0"]
 LORA = RUN_IDS[1]
 
 
@@ -56,7 +56,8 @@ def reference(tmp_path_factory, cache_dir, small_model_dir) -> tuple[SweepConfig
     outcome = run_sweep(cfg, report=False)
     assert sorted(outcome.done) == sorted(RUN_IDS) and not outcome.failed
     rows = store_rows(cfg.out_dir / STORE_NAME, exact=False)
-    assert len(rows["runs"]) == 2 and len(rows["predictions"]) == 2 * 3 * 16 and rows["train_log"]
+    # 2 runs x (3 eval tasks + the train task's validation split) x 16 items
+    assert len(rows["runs"]) == 2 and len(rows["predictions"]) == 2 * 4 * 16 and rows["train_log"]
     return cfg, rows
 
 

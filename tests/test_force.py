@@ -10,15 +10,16 @@ from rankscope.config import load_config
 from rankscope.errors import ConfigError
 from rankscope.pipeline import run_sweep
 
-RUN = "toy-arith__lora-r4-a8__s0"
+RUN = "toy-arith__lora-r4-a8-lr3e-3__s0"
 
 
-def _sets(out, cache_dir, lr: str) -> list[str]:
+def _sets(out, cache_dir, dropout: str) -> list[str]:
     return [
         "name=forced",
         f"output_dir={out}",
         f"model.cache_dir={cache_dir}",
         "model.world=small",
+        "seeds=[0]",
         "tasks.train=[toy-arith]",
         "tasks.eval=[toy-general]",
         "tasks.max_train_items=16",
@@ -26,7 +27,8 @@ def _sets(out, cache_dir, lr: str) -> list[str]:
         "methods.base=false",
         "methods.full.enabled=false",
         "methods.lora.ranks=[4]",
-        f"methods.lora.lr={lr}",
+        "methods.lora.lr=3e-3",
+        f"methods.lora.dropout={dropout}",  # in the config hash, not in the run id
         "train.epochs=1",
         "analysis.enabled=false",
         "executor.cpu_workers=1",
@@ -41,16 +43,16 @@ def test_a_changed_config_is_refused_then_redone_with_force(
     tmp_path, cache_dir, small_model_dir, monkeypatch, capsys
 ):
     out = tmp_path / "out"
-    first = run_sweep(load_config(None, _sets(out, cache_dir, "3e-3")), report=False)
+    first = run_sweep(load_config(None, _sets(out, cache_dir, "0.05")), report=False)
     assert first.done == [RUN]
     old_hash, old_done = _hash(out), (out / "runs" / RUN / "DONE").read_text()
 
-    changed = load_config(None, _sets(out, cache_dir, "1e-3"))
+    changed = load_config(None, _sets(out, cache_dir, "0.1"))
     with pytest.raises(ConfigError, match="made with a different config.*--force"):
         run_sweep(changed, report=False)
     assert _hash(out) == old_hash  # refused: the finished run is untouched
 
-    args = [x for s in _sets(out, cache_dir, "1e-3") for x in ("--set", s)]
+    args = [x for s in _sets(out, cache_dir, "0.1") for x in ("--set", s)]
     code, err = call_cli(monkeypatch, capsys, "run", *args, "--force", stream="err")
     assert code == 0, f"exit {code}: {err}"
     new_hash = _hash(out)

@@ -49,14 +49,19 @@ def test_hash_fields_per_method():
     assert "save_steps" not in FULL.hash_fields(cfg)["train"]
     lora = LORA.hash_fields(cfg)
     assert set(lora) == {"train", "train_items", "lora"}
-    assert not {"enabled", "ranks", "alpha", "lr"} & set(lora["lora"])  # per run, in the spec
+    assert not {"enabled", "ranks", "alpha", "lr", "variants"} & set(lora["lora"])  # per run
 
 
 def test_lora_variants_are_options_of_one_method():
-    sets = ["methods.lora.use_rslora=true", "methods.lora.use_dora=true", "methods.lora.init=pissa"]
-    assert LORA.variant(load_config(None, sets)) == "rslora-dora-pissa"
-    assert LORA.variant(load_config(None, sets[2:])) == "pissa"
-    assert LORA.variant(load_config()) == ""
+    cfg = load_config(None, ["methods.lora.variants=[lora,rslora-dora-pissa,pissa]"])
+    runs = [r for r in LORA.expand(cfg, "toy-med", 0) if r.rank == 8]
+    assert [r.variant for r in runs] == ["", "rslora-dora-pissa", "pissa"]
+    peft = [LORA.peft_config(r, cfg) for r in runs]
+    assert [(p.use_rslora, p.use_dora, p.init_lora_weights) for p in peft] == [
+        (False, False, True),
+        (True, True, "pissa"),
+        (False, False, "pissa"),
+    ]
 
 
 def test_preflight_builds_no_model_when_no_method_needs_shapes(monkeypatch):

@@ -12,8 +12,9 @@ def test_default_grid_shape_and_ids():
     ids = [r.run_id for r in runs]
     assert ids[0] == "base" and sum(r.method == "base" for r in runs) == 1
     n_train = len(cfg.tasks.train)
-    assert len(runs) == 1 + n_train * (1 + len(cfg.methods.lora.ranks))
-    assert "toy-arith__lora-r16-a32__s0" in ids and "toy-med__full__s0" in ids
+    lrs = {r.lr for r in runs if r.method == "lora"}
+    assert len(runs) == 1 + n_train * len(cfg.seeds) * (1 + len(cfg.methods.lora.ranks)) * len(lrs)
+    assert "toy-med__lora-r32-a64-lr1e-3__s2" in ids and "toy-legal__full-lr1e-3__s0" in ids
     assert len(set(ids)) == len(ids)
 
 
@@ -25,17 +26,59 @@ def test_seeds_and_alpha_rule_in_ids():
             "methods.lora.alpha=16",
             "methods.lora.ranks=[8]",
             "tasks.train=[toy-med]",
-            "methods.lora.use_rslora=true",
+            "methods.lora.variants=[rslora]",
+            "methods.lora.lr=5e-4",
+            "methods.full.lr=5e-4",
         ],
     )
     ids = [r.run_id for r in make_plan(cfg)]
     assert ids == [
         "base",
-        "toy-med__full__s0",
-        "toy-med__lora-r8-a16-rslora__s0",
-        "toy-med__full__s1",
-        "toy-med__lora-r8-a16-rslora__s1",
+        "toy-med__full-lr5e-4__s0",
+        "toy-med__rslora-r8-a16-lr5e-4__s0",
+        "toy-med__full-lr5e-4__s1",
+        "toy-med__rslora-r8-a16-lr5e-4__s1",
     ]
+
+
+def test_lr_alpha_and_variants_are_axes_with_readable_ids():
+    cfg = load_config(
+        None,
+        [
+            "seeds=[1]",
+            "tasks.train=[toy-med]",
+            "methods.lora.ranks=[32]",
+            "methods.lora.alpha=[2r,16]",
+            "methods.lora.lr=[1e-4,5e-4]",
+            "methods.lora.variants=[lora,dora]",
+            "methods.full.lr=[5e-5,2.5e-4]",
+        ],
+    )
+    runs = make_plan(cfg)
+    ids = [r.run_id for r in runs]
+    assert ids[:3] == ["base", "toy-med__full-lr5e-5__s1", "toy-med__full-lr2.5e-4__s1"]
+    assert "toy-med__lora-r32-a16-lr5e-4__s1" in ids
+    assert "toy-med__dora-r32-a64-lr1e-4__s1" in ids
+    assert len(ids) == 1 + 2 + 2 * 2 * 2 and len(set(ids)) == len(ids)
+    dora = [r for r in runs if r.variant == "dora"]
+    assert {(r.rank, r.alpha, r.lr) for r in dora} == {
+        (32, a, lr) for a in (64.0, 16.0) for lr in (1e-4, 5e-4)
+    }
+    # adding an lr to the list renames no existing run
+    more = load_config(
+        None,
+        [
+            *[f for f in []],
+            "seeds=[1]",
+            "tasks.train=[toy-med]",
+            "methods.lora.ranks=[32]",
+            "methods.lora.alpha=[2r,16]",
+            "methods.lora.lr=[1e-4,5e-4,1e-3]",
+            "methods.lora.variants=[lora,dora]",
+            "methods.full.lr=[5e-5,2.5e-4]",
+        ],
+    )
+    assert set(ids) < {r.run_id for r in make_plan(more)}
 
 
 def test_config_hash_tracks_relevant_fields_only():
@@ -61,24 +104,30 @@ def test_config_hashes_are_pinned():
         None,
         [
             "seeds=[1]",
-            "methods.lora.use_rslora=true",
-            "methods.lora.use_dora=true",
-            "methods.lora.init=pissa",
+            "methods.lora.variants=[rslora-dora-pissa]",
         ],
     )
     got = {(r.run_id, config_hash(r, c)) for c in (plain, variant) for r in make_plan(c)[:3]}
     assert got == {
-        ("base", "358de2075f6b1a6f"),
-        ("toy-arith__full__s0", "0dc91dcd407049e4"),
-        ("toy-arith__lora-r8-a16__s0", "09cd4963b1ce0611"),
-        ("base", "bda3da32e7601f56"),
-        ("toy-arith__full__s1", "d73160c0742e8cd2"),
-        ("toy-arith__lora-r8-a16-rslora-dora-pissa__s1", "af32303eea5a7132"),
+        ("base", "42ea4073e9295a67"),
+        ("toy-med__full-lr1e-3__s0", "9f8d5301cc7087c4"),
+        ("toy-med__lora-r8-a16-lr1e-3__s0", "5a88e72e6a71545a"),
+        ("base", "f3e7327454b5873a"),
+        ("toy-med__full-lr1e-3__s1", "07e268354ff97241"),
+        ("toy-med__rslora-dora-pissa-r8-a16-lr1e-3__s1", "6bf43a84d3bbeb18"),
     }
 
 
 def test_variant_is_part_of_the_id_and_a_typed_column():
-    cfg = load_config(None, ["methods.lora.init=gaussian", "methods.lora.ranks=[4]"])
+    cfg = load_config(None, ["methods.lora.variants=[gaussian]", "methods.lora.ranks=[4]"])
     lora = [r for r in make_plan(cfg) if r.method == "lora"]
     assert {(r.variant, r.rank, r.alpha) for r in lora} == {("gaussian", 4, 8.0)}
-    assert all(r.run_id.split("__")[1] == "lora-r4-a8-gaussian" for r in lora)
+    assert all(r.run_id.split("__")[1] == "gaussian-r4-a8-lr1e-3" for r in lora)
+
+
+def test_two_alpha_rules_that_agree_at_a_rank_run_it_once():
+    cfg = load_config(None, ["methods.lora.alpha=[2r,16]", "methods.lora.ranks=[8,32]"])
+    lora = [r for r in make_plan(cfg) if r.method == "lora" and r.seed == 0]
+    per_task = {(r.rank, r.alpha) for r in lora}
+    assert per_task == {(8, 16.0), (32, 64.0), (32, 16.0)}
+    assert len(lora) == 3 * len(cfg.tasks.train)

@@ -121,6 +121,7 @@ def test_rankscope_run_into_a_pipe_logs_each_run_start_and_finish(
 ):
     sets = [
         "model.world=small",
+        "seeds=[0]",
         f"model.cache_dir={cache_dir}",
         "tasks.train=[toy-arith]",
         "tasks.eval=[toy-arith, toy-general]",
@@ -128,6 +129,7 @@ def test_rankscope_run_into_a_pipe_logs_each_run_start_and_finish(
         "tasks.max_eval_items=8",
         "methods.full.enabled=false",
         "methods.lora.ranks=[4]",
+        "methods.lora.lr=5e-4",
         "analysis.enabled=false",
         "train.epochs=1",
         "executor.gpus_per_run=0",
@@ -144,7 +146,7 @@ def test_rankscope_run_into_a_pipe_logs_each_run_start_and_finish(
     assert res.returncode == 0, res.stderr
     log = res.stderr
     assert "\x1b" not in log and "━" not in log
-    for run_id in ("base", "toy-arith__lora-r4-a8__s0"):
+    for run_id in ("base", "toy-arith__lora-r4-a8-lr5e-4__s0"):
         start = re.search(rf"^\[[12]/2\] start  {run_id} \| elapsed {CLOCK}, eta ", log, re.M)
         took = rf"([\d.]+ s|{CLOCK})"
         done = re.search(

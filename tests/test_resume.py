@@ -22,7 +22,7 @@ from helpers import run_cli, store_rows
 
 from rankscope.rundir import STORE_NAME
 
-FULL, LORA = "toy-arith__full__s0", "toy-arith__lora-r4-a8__s0"
+FULL, LORA = "toy-arith__full-lr1e-3__s0", "toy-arith__lora-r4-a8-lr3e-3__s0"
 
 
 def _args(out: Path, cache_dir: Path, *extra: str) -> list[str]:
@@ -30,6 +30,7 @@ def _args(out: Path, cache_dir: Path, *extra: str) -> list[str]:
         "name=crash",
         f"model.cache_dir={cache_dir}",
         "model.world=small",
+        "seeds=[0]",
         "tasks.train=[toy-arith]",
         "tasks.eval=[toy-arith, toy-general]",
         "tasks.max_train_items=48",
@@ -107,7 +108,11 @@ def test_sigkill_at_every_point_then_rerun_gives_the_uninterrupted_store(
     assert leftovers(out) == []
     got = store_rows(out / STORE_NAME)
     assert got == reference  # same runs, metrics, per-item predictions; no duplicate rows
-    assert len(got["predictions"]) == 2 * 2 * 24
+    tested = [p for p in got["predictions"] if p[2] == "test"]  # (run_id, task, split, ...)
+    assert len(tested) == 2 * 2 * 24  # and each run's validation items of toy-arith
+    assert {p[:3] for p in got["predictions"] if p[2] == "val"} == {
+        (r, "toy-arith", "val") for r in (FULL, LORA)
+    }
 
 
 @pytest.mark.slow

@@ -97,9 +97,8 @@ def test_two_runs_finishing_at_the_same_moment(sweep_dir, tmp_path):
         finally:
             store.close()
 
-    threads = [
-        threading.Thread(target=ingest, args=(r,)) for r in ("base", "toy-arith__lora-r4-a8__s0")
-    ]
+    runs = ("base", "toy-arith__lora-r4-a8-lr3e-3__s0")
+    threads = [threading.Thread(target=ingest, args=(r,)) for r in runs]
     for t in threads:
         t.start()
     for t in threads:

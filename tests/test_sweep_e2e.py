@@ -27,7 +27,7 @@ def _acc(store: Store, run_id: str, task: str, metric: str = "acc") -> float:
     rows = [
         m
         for m in store.metrics()
-        if (m["run_id"], m["task"], m["metric"]) == (run_id, task, metric)
+        if (m["run_id"], m["task"], m["split"], m["metric"]) == (run_id, task, "test", metric)
     ]
     assert len(rows) == 1
     return rows[0]["value"]
@@ -40,28 +40,37 @@ def test_every_run_done_and_evaluated_on_every_task(swept):
     runs = {r["run_id"]: r for r in store.runs()}
     assert set(runs) == {
         "base",
-        "toy-arith__full__s0",
-        "toy-arith__lora-r4-a8__s0",
-        "toy-arith__lora-r16-a32__s0",
+        "toy-arith__full-lr3e-3__s0",
+        "toy-arith__lora-r4-a8-lr3e-3__s0",
+        "toy-arith__lora-r16-a32-lr3e-3__s0",
     }
     assert all(r["status"] == "done" for r in runs.values())
     for rid in runs:
-        tasks = {m["task"] for m in store.metrics() if m["run_id"] == rid}
+        tasks = {m["task"] for m in store.metrics() if m["run_id"] == rid and m["split"] == "test"}
         assert tasks == set(cfg.tasks.eval)
         assert len(store.predictions(rid, "toy-med")) == 48  # per-item rows kept
+        # validation (where lr is chosen): the run's own train task; base: every train task
+        val = {m["task"] for m in store.metrics() if m["run_id"] == rid and m["split"] == "val"}
+        assert val == {"toy-arith"}
+        val_ids = {p["item_id"] for p in store.predictions(rid, "toy-arith", "val")}
+        test_ids = {p["item_id"] for p in store.predictions(rid, "toy-arith")}
+        assert val_ids and all(i.startswith("toy-arith/val/") for i in val_ids)
+        assert not val_ids & test_ids
     # trainable parameters: LoRA r on 4 square d x d targets per layer = 2*r*d*4*layers
     d, layers = 64, 2
-    assert runs["toy-arith__lora-r4-a8__s0"]["trainable_params"] == 2 * 4 * d * 4 * layers
-    assert runs["toy-arith__full__s0"]["trainable_params"] == runs["base"]["total_params"]
+    assert runs["toy-arith__lora-r4-a8-lr3e-3__s0"]["trainable_params"] == 2 * 4 * d * 4 * layers
+    assert runs["toy-arith__full-lr3e-3__s0"]["trainable_params"] == runs["base"]["total_params"]
     store.close()
 
 
 def test_run_dir_layout_and_provenance(swept):
     cfg, _ = swept
-    rdir = cfg.out_dir / "runs" / "toy-arith__lora-r4-a8__s0"
+    rdir = cfg.out_dir / "runs" / "toy-arith__lora-r4-a8-lr3e-3__s0"
     assert (rdir / "adapter" / "adapter_config.json").is_file()
     assert (rdir / "adapter" / "adapter_model.safetensors").is_file()
-    assert (cfg.out_dir / "runs" / "toy-arith__full__s0" / "model" / "model.safetensors").is_file()
+    assert (
+        cfg.out_dir / "runs" / "toy-arith__full-lr3e-3__s0" / "model" / "model.safetensors"
+    ).is_file()
     text = (rdir / "config.yaml").read_text()
     for needle in ("config_hash", "transformers", "peft", "hardware", "seed"):
         assert needle in text
@@ -80,8 +89,8 @@ def test_fine_tuning_learns_the_worked_answer_format(swept):
     # the base model never saw '#### N' answers; full SFT on toy-arith writes them: 100 % of
     # answers for the shipped small model on every floating-point path measured (README)
     assert formatted("base") == 0.0
-    assert formatted("toy-arith__full__s0") >= 0.5
-    full = _acc(store, "toy-arith__full__s0", "toy-arith", "em_strict")
+    assert formatted("toy-arith__full-lr3e-3__s0") >= 0.5
+    full = _acc(store, "toy-arith__full-lr3e-3__s0", "toy-arith", "em_strict")
     assert full >= _acc(store, "base", "toy-arith", "em_strict")
     store.close()
 
@@ -95,7 +104,7 @@ def test_saved_adapter_reloads_and_reproduces_stored_accuracy(swept):
     from rankscope.tasks import TASKS
 
     cfg, _ = swept
-    run_id = "toy-arith__lora-r16-a32__s0"  # evaluated on toy-med below
+    run_id = "toy-arith__lora-r16-a32-lr3e-3__s0"  # evaluated on toy-med below
     from rankscope.methods import resolve_model_path
 
     base_path = resolve_model_path(cfg.model)
@@ -116,17 +125,22 @@ def test_analysis_rows_for_every_run_and_module(swept):
     store = Store(cfg.out_dir / STORE_NAME)
     spectral = store.analysis("spectral")
     layers, modules = 2, 4  # small world: 2 layers x q/k/v/o
-    for rid, rank in (("toy-arith__lora-r4-a8__s0", 4), ("toy-arith__lora-r16-a32__s0", 16)):
+    for rid, rank in (
+        ("toy-arith__lora-r4-a8-lr3e-3__s0", 4),
+        ("toy-arith__lora-r16-a32-lr3e-3__s0", 16),
+    ):
         rows = [r for r in spectral if r["run_id"] == rid]
         assert len({r["module"] for r in rows}) == layers * modules
         # a rank-r update: at most r directions carry its energy
         assert all(r["value"] <= rank for r in rows if r["metric"] == "rank90")
         assert all(r["value"] > 0 for r in rows if r["metric"] == "fro")
-    full = [r for r in spectral if r["run_id"] == "toy-arith__full__s0" and r["metric"] == "fro"]
+    full = [
+        r for r in spectral if r["run_id"] == "toy-arith__full-lr3e-3__s0" and r["metric"] == "fro"
+    ]
     assert len(full) == layers * modules
     heads = [r for r in store.analysis("attention") if r["run_id"] == "base"]
     assert {r["metric"] for r in heads} == {"entropy", "sink_mass"}
-    tuned = [r for r in store.analysis("attention") if r["run_id"] == "toy-arith__full__s0"]
+    tuned = [r for r in store.analysis("attention") if r["run_id"] == "toy-arith__full-lr3e-3__s0"]
     assert any(r["metric"] == "js_div" and r["value"] > 0 for r in tuned)
     assert store.analysis("ablation") and store.analysis("cka")
     assert store.fits()
@@ -190,7 +204,9 @@ def test_report_written(swept):
     cfg, outcome = swept
     html = (cfg.out_dir / "report" / "report.html").read_text()
     assert outcome.report["html"].exists() and "data:image/png;base64" in html
-    assert "toy-arith__lora-r16-a32__s0" in (cfg.out_dir / "report" / "report.md").read_text()
+    assert (
+        "toy-arith__lora-r16-a32-lr3e-3__s0" in (cfg.out_dir / "report" / "report.md").read_text()
+    )
 
 
 def test_second_run_redoes_nothing(swept):
@@ -223,7 +239,7 @@ def test_changed_config_is_refused_then_forced(swept):
 
 def test_run_dir_holds_every_unit_of_results(swept):
     cfg, _ = swept
-    rdir = cfg.out_dir / "runs" / "toy-arith__lora-r4-a8__s0"
+    rdir = cfg.out_dir / "runs" / "toy-arith__lora-r4-a8-lr3e-3__s0"
     assert (cfg.out_dir / "sweep.yaml").is_file()  # what workers read
     assert sorted(p.stem for p in (rdir / "eval").glob("*.json")) == sorted(cfg.tasks.eval)
     assert len(list((rdir / "analysis").glob("spectral__*.json"))) == 2 * 4
@@ -267,12 +283,19 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(
 ):
     _oom_for_full_sft(monkeypatch)
     cfg = small_sweep(tmp_path / "out", cache_dir, *FAULT_SETS)
-    base = ["model.world=small", f"model.cache_dir={cache_dir}", "tasks.train=[toy-arith]"]
+    base = [
+        "model.world=small",
+        "seeds=[0]",
+        f"model.cache_dir={cache_dir}",
+        "tasks.train=[toy-arith]",
+        "methods.full.lr=3e-3",
+        "methods.lora.lr=3e-3",
+    ]
     sets = [x for s in [*FAULT_SETS, *base] for x in ("-s", s)]
     args = ["run", "-o", str(cfg.out_dir), *sets] + (["--fail-fast"] if fail_fast else [])
     code, err = call_cli(monkeypatch, capsys, *args, stream="err")
     assert code == 1
-    full, lora = "toy-arith__full__s0", "toy-arith__lora-r4-a8__s0"
+    full, lora = "toy-arith__full-lr3e-3__s0", "toy-arith__lora-r4-a8-lr3e-3__s0"
     assert "failed run" in err and f"out of memory in {full}" in err  # the summary table
     store = Store(cfg.out_dir / STORE_NAME)
     runs = {r["run_id"]: r for r in store.runs()}
@@ -284,5 +307,8 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(
         assert lora not in runs and not (cfg.out_dir / "runs" / lora).exists()
     else:
         assert runs[lora]["status"] == "done"
-        assert {m["task"] for m in store.metrics() if m["run_id"] == lora} == set(cfg.tasks.eval)
+        tested = {
+            m["task"] for m in store.metrics() if m["run_id"] == lora and m["split"] == "test"
+        }
+        assert tested == set(cfg.tasks.eval)
     store.close()

@@ -35,6 +35,32 @@ def test_no_train_test_overlap_across_all_pairs(train_name):
     train = TASKS[train_name].items("train", CTX)
     for eval_name in TOY:
         check_no_overlap(train_name, train, eval_name, TASKS[eval_name].items("test", CTX))
+    val = TASKS[train_name].items("val", CTX)  # validation: disjoint from train and test
+    check_no_overlap(train_name, train, train_name, val)
+    check_no_overlap(f"{train_name} (val)", val, train_name, TASKS[train_name].items("test", CTX))
+
+
+def test_carved_validation_is_stable_and_leaves_training():
+    from rankscope.tasks.base import carve_val
+
+    items = TASKS["toy-arith"].items("train", CTX)
+    train, val = carve_val(items, 0.1)
+    assert sorted(train + val, key=items.index) == items and not set(train) & set(val)
+    assert 0.05 * len(items) < len(val) < 0.15 * len(items)
+    # by item id: the same items go to validation whatever else the list holds
+    assert carve_val(items[::-1], 0.1)[1] == val[::-1]
+    assert set(carve_val(items[:50], 0.1)[1]) == {it for it in val if it in items[:50]}
+
+
+def test_the_sweep_carves_validation_only_where_a_task_has_none():
+    from rankscope.config import load_config
+    from rankscope.sweep import Sweep
+
+    sweep = Sweep(load_config(None, ["model.world=small"]))
+    native = TASKS["toy-med"].items("val", CTX)
+    assert sweep.items("toy-med", "val") == native
+    assert sweep.items("toy-med", "train") == TASKS["toy-med"].items("train", CTX)
+    assert sweep.has_val("toy-med") and not sweep.has_val("toy-general")
 
 
 def test_overlap_is_refused_with_item_names():
@@ -54,7 +80,11 @@ def test_domain_subjects_split_train_test_and_answers_follow_known_facts():
         for rel in d.relations:
             assert not set(d.train_subjects[rel]) & set(d.test_subjects[rel])
         known = {(f.subject, f.value) for f in w.general}
-        for split, subjects in (("train", d.train_subjects), ("test", d.test_subjects)):
+        for rel in d.relations:  # validation asks about training subjects held out
+            assert d.val_subjects[rel] and not set(d.val_subjects[rel]) & set(d.train_subjects[rel])
+            assert not set(d.val_subjects[rel]) & set(d.test_subjects[rel])
+        for split in ("train", "val", "test"):
+            subjects = d.subjects(split)
             allowed = {s for rel in d.relations for s in subjects[rel]}
             for it in TASKS[f"toy-{name}"].items(split, CTX):
                 subject = next(s for s in allowed if f" {s} " in it.prompt)

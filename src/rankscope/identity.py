@@ -1,6 +1,6 @@
 """A run's identity as typed data: what it is (`RunSpec`) and what shaped it (its hash).
 
-The run id is the readable name (`toy-arith__lora-r16-a32__s0`); the same facts are kept as
+The run id is the readable name (`toy-arith__lora-r16-a32-lr5e-4__s0`); the same facts are kept as
 typed fields (train task, method, rank, alpha, lr, variant, seed) so nothing downstream has
 to parse the id. The config hash covers everything that determines the run's results: a
 finished run is reused only while it is unchanged.
@@ -19,8 +19,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from rankscope.config import SweepConfig
+from rankscope.world.spec import WORLD_VERSION, spec_for
 
 BASE_RUN_ID = "base"
+
+
+def fmt_lr(lr: float) -> str:
+    """A learning rate as run ids write it: 5e-4, 2.5e-4, 1e-3 (never 0.0005)."""
+    mantissa, exponent = f"{lr:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,9 @@ def run_identity(run: RunSpec, cfg: SweepConfig, method_fields: Mapping[str, Any
     method adds (`Method.hash_fields`). The key order is the historical one."""
     ident: dict[str, Any] = {"spec": asdict(run), "model": asdict(cfg.model)}
     ident["model"].pop("cache_dir", None)  # where the cache lives does not change results
+    if cfg.model.name == "toy":  # the world's items and base model, not only its name
+        spec = spec_for(cfg.model.world, cfg.model.world_seed)
+        ident["world"] = {**asdict(spec), "version": WORLD_VERSION}
     ident["data"] = asdict(cfg.data)  # where items come from and how they are prompted
     ident.update(method_fields)
     ident["eval"] = {

@@ -60,7 +60,9 @@ def toy_world_warnings(cfg: SweepConfig, store: Store) -> list[str]:
     if cfg.model.name != "toy":
         return []
     base = {
-        m["task"]: m for m in store.metrics() if m["run_id"] == BASE_RUN_ID and m["metric"] == "acc"
+        m["task"]: m
+        for m in store.metrics()
+        if m["run_id"] == BASE_RUN_ID and m["metric"] == "acc" and m["split"] == "test"
     }
     world = f"world '{cfg.model.world}', seed {cfg.model.world_seed}"
     out = []

@@ -1,6 +1,6 @@
 """The grid: base model x train task x method x seed, with stable readable run ids.
 
-A run id names what the run *is* (`toy-arith__lora-r16-a32__s0`); its config hash records
+A run id names what the run *is* (`toy-arith__lora-r16-a32-lr5e-4__s0`); its config hash records
 everything that shaped it, so a finished run is reused only when nothing relevant changed.
 Each method expands its own runs and names its own hash fields (`rankscope.methods`); this
 module only walks the grid in registry order and joins the shared identity with the

@@ -209,11 +209,15 @@ class RunDir:
     def trainer(self) -> Path:
         return self.path / Marker.TRAINER
 
-    def eval_file(self, task: str) -> Path:
-        return self.path / Marker.EVAL / f"{task}.json"
+    def eval_file(self, task: str, split: str = "test") -> Path:
+        """eval/<task>.json (test split) or eval/<split>/<task>.json (val)."""
+        sub = "" if split == "test" else f"{split}/"
+        return self.path / Marker.EVAL / f"{sub}{task}.json"
 
     def eval_files(self) -> list[Path]:
-        return sorted(self.path.glob(f"{Marker.EVAL}/*.json"))
+        """Every eval file: test splits, then validation splits."""
+        ev = self.path / Marker.EVAL
+        return sorted(ev.glob("*.json")) + sorted(ev.glob("val/*.json"))
 
     def analysis_files(self) -> list[Path]:
         return sorted(self.path.glob(f"{Marker.ANALYSIS}/*.json"))

@@ -187,22 +187,33 @@ def _train_stage(u: Unit) -> tuple[Any, Any] | None:
     return None if rec.get("fsdp") else (model, tok)
 
 
+def val_tasks(u: Unit) -> list[str]:
+    """The tasks whose validation split this run is scored on, where learning rates are
+    chosen: a trained run's own train task; the base model's every train task."""
+    tasks = u.cfg.tasks.train if u.run.train_task is None else [u.run.train_task]
+    return [t for t in tasks if u.sweep.has_val(t)]
+
+
 def _eval_stage(u: Unit, trained: tuple[Any, Any] | None) -> None:
-    """Evaluate every task not yet in eval/ (one file per task: metrics + predictions)."""
+    """Evaluate every (task, split) not yet in eval/ (one file each: metrics + predictions):
+    every eval task on its test split, then the validation split of `val_tasks`."""
     model_tok = trained
-    for task in u.cfg.tasks.eval:
-        path = u.rd.eval_file(task)
+    units = [(t, "test") for t in u.cfg.tasks.eval] + [(t, "val") for t in val_tasks(u)]
+    for task, split in units:
+        path = u.rd.eval_file(task, split)
         if not path.exists():
             if model_tok is None:
                 model_tok = load_for_eval(u.run, u.rdir, u.cfg.model)
-            doc = _evaluate_task(u, *model_tok, task)
-            u.rd.write(f"{Marker.EVAL}/{task}.json", json.dumps(doc))
+            doc = _evaluate_task(u, *model_tok, task, split)
+            u.rd.write(str(path.relative_to(u.rd.path)), json.dumps(doc))
             u.notify()
-        u.stages.advance("evaluate", 1)
+        if split == "test":
+            u.stages.advance("evaluate", 1)
 
 
-def _evaluate_task(u: Unit, model: Any, tok: Any, task: str) -> dict[str, Any]:
-    items, label, done = u.sweep.items(task, "test"), f"  {u.run.run_id} on {task}", [0]
+def _evaluate_task(u: Unit, model: Any, tok: Any, task: str, split: str) -> dict[str, Any]:
+    items, done = u.sweep.items(task, split), [0]
+    label = f"  {u.run.run_id} on {task}" + (f" ({split})" if split != "test" else "")
 
     def progress(n: int) -> None:
         kill_point("eval")
@@ -223,7 +234,7 @@ def _evaluate_task(u: Unit, model: Any, tok: Any, task: str) -> dict[str, Any]:
             acc_norm=e.acc_norm,
             chat=u.cfg.data.chat_template,
         )
-    return {"task": task, "metrics": metrics, "predictions": preds}
+    return {"task": task, "split": split, "metrics": metrics, "predictions": preds}
 
 
 def run_analysis(u: Unit) -> None:

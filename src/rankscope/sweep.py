@@ -17,7 +17,7 @@ from rankscope.plan import RunSpec, make_plan
 from rankscope.rundir import SweepDir, write_atomic
 from rankscope.stages import Stages
 from rankscope.tasks import TASKS, Item, TaskContext
-from rankscope.tasks.base import check_no_overlap
+from rankscope.tasks.base import carve_val, check_no_overlap
 from rankscope.world.generator import spec_for
 
 
@@ -41,12 +41,24 @@ class Sweep:
         self._items: dict[tuple[str, str], list[Item]] = {}
 
     def items(self, task: str, split: str) -> list[Item]:
+        """A split's items: train, val (where lr is chosen) or test. A task without a
+        validation split of its own gives `data.val_fraction` of its training items to it."""
         key = (task, split)
         if key not in self._items:
-            t = self.cfg.tasks
+            t, spec = self.cfg.tasks, TASKS[task]
             limit = t.max_train_items if split == "train" else t.max_eval_items
-            self._items[key] = TASKS[task].items(split, self.ctx, limit)
+            if split == "test" or "val" in spec.splits:
+                self._items[key] = spec.items(split, self.ctx, limit)
+            else:
+                train, val = carve_val(spec.items("train", self.ctx), self.cfg.data.val_fraction)
+                self._items[(task, "train")] = train[:limit] if t.max_train_items else train
+                self._items[(task, "val")] = val[: t.max_eval_items] if t.max_eval_items else val
         return self._items[key]
+
+    def has_val(self, task: str) -> bool:
+        """Whether the task has a validation split (a test-only task such as a retention
+        probe has none: it is never trained on)."""
+        return "val" in TASKS[task].splits or "train" in TASKS[task].splits
 
     def check_leaks(self) -> None:
         """Refuse eval items that also occur in a training set. Compared zero-shot: few-shot

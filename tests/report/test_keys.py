@@ -98,11 +98,17 @@ def test_rank_is_part_of_the_key_only_for_ranked_methods() -> None:
 
 
 def test_alpha_and_lr_are_part_of_the_key_not_of_the_label() -> None:
-    """Runs that differ only in alpha or lr never merge into one group."""
+    """Runs that differ only in alpha or lr never merge into one group. The label never
+    shows the lr (a configuration is reported at its selected lr) and shows alpha only when
+    it is not the default α = 2r."""
     other_alpha = MethodKey.of(run("lora", 8, alpha=32.0))
     other_lr = MethodKey.of(run("lora", 8, alpha=16.0, lr=1e-3))
     assert len({MethodKey.of(LORA_8), other_alpha, other_lr}) == 3
-    assert other_alpha.label == other_lr.label == MethodKey.of(LORA_8).label == "lora r=8"
+    assert other_lr.label == MethodKey.of(LORA_8).label == "lora r=8"
+    assert other_alpha.label == "lora r=8 α=32"
+    assert MethodKey.of(run("lora", 8, "dora", alpha=8.0)).prose == "LoRA r=8 α=8 (dora)"
+    assert MethodKey.of(run("lora", 8)).label == "lora r=8"  # no alpha known: unlabelled
+    assert other_lr.lr_label == "lora r=8 lr=1e-3" and MethodKey("full").lr_label == "full"
     assert MethodKey.of(run("base", 8, alpha=4.0)) == MethodKey("base")  # no rank, no alpha
 
 
@@ -161,4 +167,4 @@ def test_runs_are_placed_by_their_columns_not_their_ids(tmp_path: Path) -> None:
     assert (x.key, x.delta_mean) == (MethodKey("lora", 8, alpha=16.0), pytest.approx(0.1))
     md = render_report(data, [], [])["md"]
     assert "| x | lora r=8 | t | 0 |" in md
-    assert "best is LoRA r=4 trained on t" in md
+    assert "| lora r=4 | 5,000 | 50.000 | 1 | +40.0 |" in md  # trade-offs, by columns

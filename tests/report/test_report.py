@@ -7,10 +7,12 @@ import math
 import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from rankscope.report import load_report_data, write_report
 from rankscope.report.tables import (
@@ -33,6 +35,7 @@ OPTIONS = {"toy-med": (4,), "toy-general": (4, 4, 5)}  # per MCQ item, cycled: c
 FAILED_ID = "toy-arith__lora-r64-a128__s1"
 FAILED_MSG = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+N_ITEMS = 210  # a multiple of the option-count cycle (3)
 
 
 def _run_specs() -> list[dict]:
@@ -162,25 +165,40 @@ def _write_run(
         store.save_train_result(s["run_id"], {"final_train_loss": log[-1]["loss"]}, log)
     scores = {}
     for t in EVAL:
-        v = scores[t] = _score(rng, base[t], s, t)
-        se, n = math.sqrt(v * (1 - v) / 200), 200
+        correct = _correct(rng, _score(rng, base[t], s, t), t)
+        v = scores[t] = float(correct.mean())
+        se, n = math.sqrt(v * (1 - v) / N_ITEMS), N_ITEMS
         if t in GENERATIVE:
             metrics = {"em_strict": (v, se, n), "em_flexible": (min(1, v + 0.05), se, n)}
             preds = [
-                {"item_id": f"{t}/{i}", "pred": "3", "gold": "3", "correct": True,
+                {"item_id": f"{t}/{i}", "pred": "3", "gold": "3", "correct": int(c),
                  "detail": {"text": "#### 3", "flexible": "3"}}
-                for i in range(6)
+                for i, c in enumerate(correct)
             ]  # fmt: skip
         else:
             metrics = {"acc": (v, se, n), "acc_norm": (v, se, n)}
             sizes = OPTIONS[t]
             preds = [
-                {"item_id": f"{t}/{i}", "pred": "A", "gold": "A", "correct": True,
+                {"item_id": f"{t}/{i}", "pred": "A", "gold": "A", "correct": int(c),
                  "detail": {"logprobs": [-1.0] * sizes[i % len(sizes)]}}
-                for i in range(6)
+                for i, c in enumerate(correct)
             ]  # fmt: skip
         store.save_eval(s["run_id"], t, metrics, preds)
+    for t in [s["train_task"]] if s["train_task"] else TRAIN:  # validation: the train task
+        correct = _correct(rng, _score(rng, base[t], s, t), f"val:{t}")
+        v = float(correct.mean())
+        preds = [{"item_id": f"{t}/v{i}", "pred": "A", "gold": "A", "correct": int(c)}
+                 for i, c in enumerate(correct)]  # fmt: skip
+        metric = "em_strict" if t in GENERATIVE else "acc"
+        store.save_eval(s["run_id"], t, {metric: (v, 0.0, N_ITEMS)}, preds, split="val")
     return scores
+
+
+def _correct(rng: np.random.Generator, acc: float, items: str) -> np.ndarray:
+    """Per-item 0/1: an item is right when its (fixed) ease is below `acc`, then 5% of items
+    flip at random, so runs are paired on items and differ by noise and by `acc`."""
+    ease = np.random.default_rng(zlib.crc32(items.encode())).random(N_ITEMS)
+    return ((ease < acc) ^ (rng.random(N_ITEMS) < 0.05)).astype(int)
 
 
 def build_store(path: Path, with_analysis: bool = True) -> dict[str, dict[str, float]]:
@@ -344,7 +362,10 @@ def test_seeds_are_aggregated(sweep) -> None:
     rows = md_table(paths["md"].read_text(), "### Retention")
     row = next(r for r in rows if r["method"] == "lora r=16" and r["train task"] == "toy-med")
     assert row["seeds"] == "2"
-    assert row["Δ vs base (pp)"] == f"{pp(np.mean(vals) - base)} ± {100 * np.std(vals, ddof=1):.1f}"
+    half = stats.t.ppf(0.975, 1) * np.std(vals, ddof=1) / np.sqrt(2)  # 95% t-interval, 2 seeds
+    assert agg.delta_ci.half_width == pytest.approx(half)
+    assert agg.ci.lo == pytest.approx(np.mean(vals) - half)
+    assert row["Δ vs base (pp)"] == f"{pp(np.mean(vals) - base)} ± {100 * half:.1f}"
     single = next(r for r in rows if r["method"] == "full" and r["train task"] == "toy-arith")
     assert single["seeds"] == "1" and "±" not in single["Δ vs base (pp)"]
 
@@ -374,11 +395,11 @@ def test_chance_levels_come_from_the_option_counts_in_the_store(sweep) -> None:
     assert data.chance == pytest.approx({"toy-med": 0.25, "toy-general": (0.25 + 0.25 + 0.2) / 3})
     md = paths["md"].read_text()
     summary = md[md.index("## Summary") : md.index("## Results")]
-    line = next(x for x in summary.splitlines() if x.startswith("- **toy-med**"))
-    assert line.endswith(f"(base {100 * data_base(data, 'toy-med'):.1f} %, chance 25.0 %).")
+    line = next(x for x in summary.splitlines() if x.startswith("- **toy-med** (acc)"))
+    assert line.endswith(f": base {100 * data_base(data, 'toy-med'):.1f} %, chance 25.0 %.")
     assert "chance 23.3 %" in summary  # toy-general
     assert "toy-arith" in summary and "chance" not in next(
-        x for x in summary.splitlines() if x.startswith("- **toy-arith**")
+        x for x in summary.splitlines() if x.startswith("- **toy-arith** (em_strict)")
     )  # generative: no chance level
 
 
@@ -386,17 +407,22 @@ def data_base(data, task: str) -> float:
     return next(a.mean for a in data.agg if a.task == task and a.method == "base")
 
 
-def test_summary_names_best_run_and_retention_cost(sweep) -> None:
+def test_summary_states_tested_differences_and_retention_cost(sweep) -> None:
     paths, written, _ = sweep
     md = paths["md"].read_text()
     summary = md[md.index("## Summary") : md.index("## Results")]
-    assert "**unit**" in summary
+    assert "**unit**" in summary and "mean ± std" not in summary
     for task in EVAL:
         assert f"**{task}" in summary
-    for label in ("full SFT", "LoRA r=4", "LoRA r=16", "LoRA r=64"):
-        assert f"**{label}**: retention" in summary
+    for train in TRAIN:  # every configuration's differences, tested, per train task
+        rows = md_table(summary, f"*Trained on {train}:")
+        assert [r["configuration"] for r in rows] == ["full", "lora r=4", "lora r=16", "lora r=64"]
+        assert all(r["retention Δ vs base"] != "–" for r in rows)
+        assert any(ln.startswith(f"- **{train}**: best on validation is") for ln in md.splitlines())
+    trade = {r["method"]: r for r in md_table(summary, "### Trade-offs")}
     full = np.mean([written[f"{t}__full__s0"][RETENTION] for t in TRAIN])
-    assert f"**full SFT**: retention {pp(full - written['base'][RETENTION])} pp" in summary
+    assert trade["full"]["retention Δ (pp)"] == pp(full - written["base"][RETENTION])
+    assert trade["full"]["seeds"] == "1" and trade["lora r=16"]["seeds"] == "1–2"
 
 
 def test_analysis_section_and_latex(sweep) -> None:

@@ -96,11 +96,14 @@ def test_expand_names_and_categories():
 def test_retention_split_excludes_the_training_subjects(ctx):
     c = ctx(train_tasks=("mmlu", "gsm8k"), mmlu_train_subjects=["stem"])
     train, test = TASK.load("train", c), TASK.load("test", c)
-    assert {it.group for it in train} == {"abstract_algebra", "anatomy"}
+    val = TASK.load("val", c)  # MMLU's own val rows of the training subjects: lr is chosen here
+    assert {it.group for it in train} == {it.group for it in val} == {"abstract_algebra", "anatomy"}
     assert {it.group for it in test} == set(FIXTURE_SUBJECTS) - {"abstract_algebra", "anatomy"}
-    assert len(train) == 2 * (4 + 12)  # val + test rows of each training subject
-    assert {it.id.split("/")[2] for it in train} == {"val", "test"}
+    assert len(train) == 2 * 12 and len(val) == 2 * 4  # test rows train, val rows validate
+    assert {it.id.split("/")[2] for it in train} == {"test"}
+    assert {it.id.split("/")[2] for it in val} == {"val"}
     check_no_overlap("mmlu", train, "mmlu", test)
+    check_no_overlap("mmlu", train, "mmlu", val)
 
 
 def test_training_on_mmlu_needs_disjoint_training_subjects(ctx):
@@ -149,7 +152,7 @@ def test_hub_gives_the_same_items(ctx, fake_hub):
         }
     )
     subjects = dict(mmlu_subjects=FIXTURE_SUBJECTS[2:], mmlu_train_subjects=FIXTURE_SUBJECTS[:2])
-    for split in ("train", "test"):
+    for split in ("train", "val", "test"):
         for shots in (0, 3):
             hub = TASK.load(split, ctx(("mmlu",), source="hub", dir=None, shots=shots, **subjects))
             files = TASK.load(split, ctx(("mmlu",), shots=shots, **subjects))

@@ -88,46 +88,93 @@ class TasksConfig:
             require(val is None or val >= 1, f"tasks.{key}: must be >= 1 or null")
 
 
+def _rates(where: str, lr: float | list[float]) -> list[float]:
+    """A learning rate or a list of them (an axis of the grid), checked: positive, no repeat."""
+    rates = [lr] if isinstance(lr, (int, float)) else list(lr)
+    require(len(rates) > 0, f"{where}: give at least one learning rate")
+    for x in rates:
+        _positive(where, x)
+    require(len(set(rates)) == len(rates), f"{where}: a learning rate is listed twice")
+    return [float(x) for x in rates]
+
+
 @dataclass
 class FullConfig:
     enabled: bool = True
     """Include full fine-tuning (all weights trainable)."""
-    lr: float = 5e-5
-    """Learning rate of full SFT (paper: 5e-5)."""
+    lr: float | list[float] = 5e-5
+    """Learning rate of full SFT (paper: 5e-5), or a list: one run per lr, each method
+    reported at the lr with the best validation score."""
 
     def __post_init__(self) -> None:
-        _positive("methods.full.lr", self.lr)
+        _rates("methods.full.lr", self.lr)
+
+    @property
+    def lrs(self) -> list[float]:
+        return _rates("methods.full.lr", self.lr)
+
+
+VARIANT_PARTS = ("rslora", "dora")
+"""LoRA options a variant name combines, in this order, then at most one init."""
+VARIANT_INITS = ("gaussian", "pissa")
+
+
+def variant_options(name: str) -> tuple[bool, bool, str]:
+    """(use_rslora, use_dora, init) of a variant name: 'lora' (plain), 'rslora', 'dora',
+    'pissa', 'gaussian', or parts joined by '-' in that order ('rslora-dora-pissa')."""
+    where = "methods.lora.variants"
+    if name == "lora":
+        return False, False, "default"
+    parts = name.split("-")
+    known = (*VARIANT_PARTS, *VARIANT_INITS)
+    for p in parts:
+        require(
+            p in known,
+            f"{where}: unknown variant part {p!r} in {name!r}; "
+            f"known: lora, {', '.join(known)} (combine with '-', e.g. rslora-dora)",
+        )
+    inits = [p for p in parts if p in VARIANT_INITS]
+    order = [p for p in known if p in parts]
+    require(
+        len(inits) <= 1 and len(set(parts)) == len(parts) and parts == order,
+        f"{where}: {name!r} must list its parts once each in the order "
+        f"{'-'.join(known)}, with at most one init (gaussian or pissa)",
+    )
+    return "rslora" in parts, "dora" in parts, inits[0] if inits else "default"
 
 
 @dataclass
 class LoraConfig:
     enabled: bool = True
-    """Include LoRA runs, one per rank."""
+    """Include LoRA runs, one per rank x alpha x lr x variant."""
     ranks: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128])
-    """LoRA ranks r."""
-    alpha: str = "2r"
-    """Scaling numerator: a rule '<k>r' (alpha = k*r; paper '2r') or a fixed number ('16')."""
+    """LoRA ranks r (each at most the adapted layers' full rank min(d_in, d_out))."""
+    alpha: str | list[str] = "2r"
+    """Scaling numerator: a rule '<k>r' (alpha = k*r; paper '2r') or a fixed number ('16'),
+    or a list of them (alpha as an axis independent of r: [2r, 16, 64]; where two rules give
+    one rank the same alpha, that rank runs it once)."""
     dropout: float = 0.05
     """LoRA dropout."""
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
     )
     """Module names LoRA wraps; ['all-linear'] for every linear layer but the head."""
-    lr: float = 2e-4
-    """Learning rate of LoRA (the paper gives none; 2e-4 is the common PEFT choice)."""
-    use_rslora: bool = False
-    """Rank-stabilised scaling alpha/sqrt(r) instead of alpha/r."""
-    use_dora: bool = False
-    """Weight-decomposed LoRA (DoRA)."""
-    init: str = "default"
-    """LoRA init: default | gaussian | pissa."""
+    lr: float | list[float] = 2e-4
+    """Learning rate of LoRA (the paper gives none; 2e-4 is the common PEFT choice), or a
+    list: each configuration is reported at the lr with the best validation score."""
+    variants: list[str] = field(default_factory=lambda: ["lora"])
+    """LoRA variants, an axis: lora (plain), rslora (alpha/sqrt(r) scaling), dora, pissa
+    (init), gaussian (init), or parts joined by '-' (rslora-dora, dora-pissa)."""
 
     def __post_init__(self) -> None:
-        """Rates and init always; ranks, targets and alpha only when LoRA runs (a disabled
-        section's ranks and alpha are never used, so they have never been refused)."""
-        _positive("methods.lora.lr", self.lr)
+        """Rates and variants always; ranks, targets and alpha only when LoRA runs (a
+        disabled section's ranks and alpha are never used, so they have never been refused)."""
+        _rates("methods.lora.lr", self.lr)
         require(0 <= self.dropout < 1, "methods.lora.dropout: must be in [0, 1)")
-        require_one_of("methods.lora.init", self.init, ("default", "gaussian", "pissa"), hint=False)
+        require(len(self.variants) > 0, "methods.lora.variants: give at least one variant")
+        require(len(set(self.variants)) == len(self.variants), "methods.lora.variants: duplicate")
+        for v in self.variants:
+            variant_options(v)
         if not self.enabled:
             return
         require(len(self.ranks) > 0, "methods.lora.ranks: give at least one rank")
@@ -135,16 +182,28 @@ class LoraConfig:
         require(len(self.target_modules) > 0, "methods.lora.target_modules: give at least one")
         for r in self.ranks:
             require(r > 0, f"methods.lora.ranks: every rank must be a positive integer, got {r}")
-            require(self.alpha_for(r) > 0, f"methods.lora.alpha: must be > 0, got {self.alpha!r}")
+            for rule in self.alphas:
+                a = self.alpha_for(r, rule)
+                require(a > 0, f"methods.lora.alpha: must be > 0, got {self.alpha!r}")
 
-    def alpha_for(self, rank: int) -> float:
-        """The alpha of the LoRA run with rank `rank`: '2r' -> 2*rank, 'r' -> rank, '16' -> 16.
+    @property
+    def lrs(self) -> list[float]:
+        return _rates("methods.lora.lr", self.lr)
 
-        The one place the rule is read. Run ids, `RunSpec.alpha` (and so the config hash) and
+    @property
+    def alphas(self) -> list[str]:
+        """The alpha rules, as a list (one rule when `alpha` is a single rule)."""
+        return [str(a) for a in self.alpha] if isinstance(self.alpha, list) else [self.alpha]
+
+    def alpha_for(self, rank: int, rule: str | None = None) -> float:
+        """The alpha of the LoRA run with rank `rank` under `rule` (default: the first rule):
+        '2r' -> 2*rank, 'r' -> rank, '16' -> 16.
+
+        The one place a rule is read. Run ids, `RunSpec.alpha` (and so the config hash) and
         the check above all come from here; construction has already resolved it for every
         configured rank, so a caller gets a number, never a ConfigError.
         """
-        rule = str(self.alpha)
+        rule = str(self.alphas[0] if rule is None else rule)
         text = rule.strip().replace(" ", "")
         try:
             if text.endswith("r"):

@@ -64,10 +64,6 @@ class Method:
     def enabled(self, cfg: SweepConfig) -> bool:
         raise NotImplementedError
 
-    def variant(self, cfg: SweepConfig) -> str:
-        """Options that change what the method is (part of run ids and labels)."""
-        return ""
-
     def expand(self, cfg: SweepConfig, task: str | None, seed: int) -> list[RunSpec]:
         """The runs of this method for one train task and seed (task None for shared ones)."""
         raise NotImplementedError

@@ -1,6 +1,6 @@
 """Full fine-tuning: every weight trainable, the whole model saved as `model/`.
 
-The paper's reference point for LoRA: one run per train task and seed, at `methods.full.lr`.
+The paper's reference point for LoRA: one run per train task, seed and `methods.full.lr`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rankscope.config import ModelConfig, SweepConfig
-from rankscope.identity import RunSpec
+from rankscope.identity import RunSpec, fmt_lr
 from rankscope.methods.base import DeltaW, Method
 from rankscope.models import from_pretrained_kwargs
 
@@ -26,8 +26,11 @@ class FullMethod(Method):
         return cfg.methods.full.enabled
 
     def expand(self, cfg: SweepConfig, task: str | None, seed: int) -> list[RunSpec]:
-        lr = cfg.methods.full.lr
-        return [RunSpec(f"{task}__{self.name}__s{seed}", self.name, task, seed, lr=lr)]
+        """One run per lr: `<task>__full-lr<lr>__s<seed>`."""
+        return [
+            RunSpec(f"{task}__{self.name}-lr{fmt_lr(lr)}__s{seed}", self.name, task, seed, lr=lr)
+            for lr in cfg.methods.full.lrs
+        ]
 
     def prepare(self, model: Any, run: RunSpec, cfg: SweepConfig) -> Any:
         for p in model.parameters():

@@ -1,9 +1,10 @@
-"""LoRA through peft: one run per rank; rsLoRA, DoRA and the init (gaussian, PiSSA) are
-options of this one method, not methods of their own.
+"""LoRA through peft: one run per variant x rank x alpha x lr; rsLoRA, DoRA and the init
+(gaussian, PiSSA) are variants of this one method (`methods.lora.variants`), not methods of
+their own.
 
-The options that change what LoRA *is* form the run's variant (`rslora`, `dora-pissa`, ...),
-which is part of its id and label; all LoRA options except the per-run ones (rank, alpha,
-lr) go into the config hash.
+A run's variant (`rslora`, `dora-pissa`, ... ; '' for plain LoRA) leads its id in place of
+`lora` (`toy-med__dora-r32-a64-lr5e-4__s1`) and is part of its label; the per-run options
+(variant, rank, alpha, lr) are in the RunSpec, every other LoRA option in the config hash.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from rankscope.config import ModelConfig, SweepConfig
-from rankscope.identity import RunSpec
+from rankscope.config.sections import variant_options
+from rankscope.identity import RunSpec, fmt_lr
 from rankscope.methods.base import DeltaW, Method
 from rankscope.targets import check_targets, lora_param_count, resolve_targets
 
-_PER_RUN = ("enabled", "ranks", "alpha", "lr")  # in the RunSpec (or the plan), not the hash
+_PER_RUN = ("enabled", "ranks", "alpha", "lr", "variants")  # in the RunSpec, not the hash
 _ADAPTER = "default"  # peft's adapter name
 
 
@@ -39,24 +41,20 @@ class LoraMethod(Method):
     def enabled(self, cfg: SweepConfig) -> bool:
         return cfg.methods.lora.enabled
 
-    def variant(self, cfg: SweepConfig) -> str:
-        """'', 'rslora', 'dora', 'rslora-dora-pissa', ... in that fixed order."""
-        lora = cfg.methods.lora
-        flags = (("rslora", lora.use_rslora), ("dora", lora.use_dora))
-        parts = [name for name, on in flags if on]
-        if lora.init != "default":
-            parts.append(lora.init)
-        return "-".join(parts)
-
     def expand(self, cfg: SweepConfig, task: str | None, seed: int) -> list[RunSpec]:
-        """One run per rank: `<task>__lora-r<r>-a<alpha>[-<variant>]__s<seed>`."""
-        lc, variant = cfg.methods.lora, self.variant(cfg)
+        """One run per variant x rank x distinct alpha x lr, in that nesting:
+        `<task>__<variant>-r<r>-a<alpha>-lr<lr>__s<seed>` (variant 'lora' for plain LoRA)."""
+        lc = cfg.methods.lora
         runs = []
-        for r in lc.ranks:
-            a = lc.alpha_for(r)
-            tag = f"{self.name}-r{r}-a{_fmt(a)}" + (f"-{variant}" if variant else "")
-            run_id = f"{task}__{tag}__s{seed}"
-            runs.append(RunSpec(run_id, self.name, task, seed, r, a, lc.lr, variant))
+        for name in lc.variants:
+            variant = "" if name == "lora" else name
+            for r in lc.ranks:
+                alphas = dict.fromkeys(lc.alpha_for(r, rule) for rule in lc.alphas)
+                for a in alphas:  # two rules giving this rank one alpha: one run
+                    for lr in lc.lrs:
+                        tag = f"{name}-r{r}-a{_fmt(a)}-lr{fmt_lr(lr)}"
+                        run_id = f"{task}__{tag}__s{seed}"
+                        runs.append(RunSpec(run_id, self.name, task, seed, r, a, lr, variant))
         return runs
 
     def hash_fields(self, cfg: SweepConfig) -> dict[str, Any]:
@@ -80,14 +78,15 @@ class LoraMethod(Method):
         from peft import LoraConfig
 
         lc = cfg.methods.lora
-        init: Any = {"default": True, "gaussian": "gaussian", "pissa": "pissa"}[lc.init]
+        rslora, dora, init_name = variant_options(run.variant or "lora")
+        init: Any = {"default": True, "gaussian": "gaussian", "pissa": "pissa"}[init_name]
         return LoraConfig(
             r=run.rank,
             lora_alpha=run.alpha,
             lora_dropout=lc.dropout,
             target_modules=resolve_targets(model_type, lc.target_modules),
-            use_rslora=lc.use_rslora,
-            use_dora=lc.use_dora,
+            use_rslora=rslora,
+            use_dora=dora,
             init_lora_weights=init,
             bias="none",
             task_type="CAUSAL_LM",
@@ -113,7 +112,8 @@ class LoraMethod(Method):
     def trainable_params(self, model: Any, run: RunSpec, cfg: SweepConfig) -> int:
         lc = cfg.methods.lora
         targets = resolve_targets(model.config.model_type, lc.target_modules)
-        return lora_param_count(model, targets, run.rank or 0, lc.use_dora)
+        dora = variant_options(run.variant or "lora")[1]
+        return lora_param_count(model, targets, run.rank or 0, dora)
 
     def held_params(self, total: int, trainable: int) -> int:
         return total + trainable  # the adapter sits beside the frozen base weights

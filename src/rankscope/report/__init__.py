@@ -13,15 +13,28 @@ import tempfile
 from pathlib import Path
 
 from rankscope.report.analysis_figures import render_analysis_figures
-from rankscope.report.data import ReportData
+from rankscope.report.data import ReportData, split_of
 from rankscope.report.figures import render_figures
 from rankscope.report.render import TEX_NAME, render_report
 from rankscope.rundir import replace_dir
 from rankscope.store import Store
 
-__all__ = ["load_report_data", "write_report"]
+__all__ = ["load_predictions", "load_report_data", "write_report"]
 
 META_KEYS = ("sweep_name", "config_json", "retention_task", "eval_tasks", "train_tasks")
+
+
+def load_predictions(store: Store, runs: list[dict], metrics: list[dict]) -> dict:
+    """(run_id, task, split) -> {item_id: correct} for every finished run's evaluated
+    (task, split): the per-item scores the summary's paired tests read. Items without a
+    score are left out."""
+    done = {r["run_id"] for r in runs if r.get("status") == "done"}
+    wanted = {(m["run_id"], m["task"], split_of(m)) for m in metrics if m["run_id"] in done}
+    out: dict = {key: {} for key in sorted(wanted)}
+    for run_id, task, split, item_id, correct in store.correctness():
+        if (run_id, task, split) in out:
+            out[(run_id, task, split)][item_id] = correct
+    return out
 
 
 def load_report_data(store_path: Path) -> ReportData:
@@ -32,10 +45,12 @@ def load_report_data(store_path: Path) -> ReportData:
     store = Store(store_path)
     try:
         meta = {k: v for k in META_KEYS if (v := store.get_meta(k)) is not None}
+        runs, metrics = store.runs(), store.metrics()
         return ReportData(
             meta=meta,
-            runs=store.runs(),
-            metrics=store.metrics(),
+            runs=runs,
+            metrics=metrics,
+            predictions=load_predictions(store, runs, metrics),
             train_log=store.train_log(),
             analysis=store.analysis(),
             chance=store.chance_levels(),

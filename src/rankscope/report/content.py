@@ -6,14 +6,29 @@ Markdown and as HTML. Prose names methods through :attr:`MethodKey.prose`.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import Union
 
+from rankscope.identity import fmt_lr
 from rankscope.report.data import ReportData, failed_runs
-from rankscope.report.derived import tradeoffs
-from rankscope.report.fmt import Table, fmt_pct, fmt_pp
+from rankscope.report.fmt import Table, fmt_ci_pct, fmt_comparison, fmt_pct
 from rankscope.report.plot import FigureOut
+from rankscope.report.selection import impossible, shown_agg
+from rankscope.report.significance import (
+    BASE,
+    CROSS,
+    FULL,
+    IN,
+    N_BOOT,
+    RETENTION,
+    Candidate,
+    recommendations,
+    summary_claims,
+    units,
+)
 from rankscope.report.tables import report_tables
+from rankscope.stats import Comparison
 
 TEX_NAME = "report_tables.tex"
 
@@ -47,44 +62,129 @@ class FigureBlock:
 Block = Union[Heading, Para, Bullets, TableBlock, FigureBlock]  # noqa: UP007
 
 
-# ------------------------------------------------------------------ content
-def best_run_lines(data: ReportData) -> list[str]:
-    """Per eval task: the best configuration (mean over seeds) and its gain over base."""
+# ------------------------------------------------------------------ summary
+COLUMNS = (  # (reference, kind) -> column of the claims table
+    ((BASE, IN), "in-domain Δ vs base"),
+    ((BASE, CROSS), "cross-domain Δ vs base"),
+    ((BASE, RETENTION), "retention Δ vs base"),
+    ((FULL, IN), "in-domain Δ vs full SFT"),
+    ((FULL, RETENTION), "retention Δ vs full SFT"),
+)
+NO_DIFF = "no significant difference"
+
+
+def claim_text(c: Comparison) -> str:
+    """'+4.1 pp [1.8, 6.3], p = 0.003'; not significant: 'no significant difference (...)'."""
+    return fmt_comparison(c) if c.significant else f"{NO_DIFF} ({fmt_comparison(c)})"
+
+
+def _items_per_task(data: ReportData) -> dict[str, int]:
+    n: dict[str, int] = {}
+    for s in data.scores:
+        if s.n:
+            n[s.task] = max(n.get(s.task, 0), int(s.n))
+    return n
+
+
+def how_sure_line(data: ReportData) -> str:
+    """Seeds per configuration, items per eval task, the median 95% CI half-width."""
+    seeds = [len(r) for r in units(data).values()]
+    n = _items_per_task(data)
+    items = ", ".join(f"{t} {n[t]}" for t in data.eval_tasks if t in n) or "–"
+    widths = sorted(
+        a.ci.half_width
+        for a in shown_agg(data)
+        if not a.key.info.baseline and a.ci is not None and a.ci.half_width is not None
+    )
+    lo, hi = (min(seeds), max(seeds)) if seeds else (0, 0)
+    text = f"**How sure:** {lo if lo == hi else f'{lo}–{hi}'} seed(s) per configuration; "
+    text += f"items per eval task: {items}; "
+    if not widths:
+        return text + (
+            "one seed per configuration, so no interval over seeds: the tests below see item "
+            "noise only, not seed noise, and understate the uncertainty."
+        )
+    median = 100 * statistics.median(widths)
+    return text + f"median 95% CI half-width of a configuration's mean score: {median:.1f} pp."
+
+
+def reference_lines(data: ReportData) -> list[str]:
+    """Per eval task: its metric, the base model's score and the chance level."""
+    base = {a.task: a for a in data.agg if a.key.info.baseline}
     lines = []
     for task in data.eval_tasks:
-        cands = [a for a in data.agg if a.task == task]
-        if not cands:
+        metric = next((a.metric for a in data.agg if a.task == task), None)
+        if metric is None:
             continue
-        best = max(cands, key=lambda a: a.mean)
-        best_is_base = best.key.info.baseline
-        if best_is_base:
-            who, gain = "the base model (no tuned run beats it)", ""
-        else:
-            who = f"{best.key.prose} trained on {best.train_task}"
-            gain = f", {fmt_pp(best.delta_mean)} pp vs base" if best.delta_mean is not None else ""
-        base = next((a.mean for a in cands if a.key.info.baseline), None)
-        ref = [f"base {fmt_pct(base)} %"] if base is not None and not best_is_base else []
+        ref = [f"base {fmt_pct(base[task].mean)} %"] if task in base else []
         if task in data.chance:
             ref.append(f"chance {fmt_pct(data.chance[task])} %")
-        lines.append(
-            f"**{data.task_header(task)}** ({best.metric}): best is {who} at "
-            f"{fmt_pct(best.mean)} %{gain}" + (f" ({', '.join(ref)})" if ref else "") + "."
-        )
+        lines.append(f"**{data.task_header(task)}** ({metric}): {', '.join(ref) or '–'}.")
     return lines
 
 
-def retention_lines(data: ReportData) -> list[str]:
-    """Per method: the retention cost, with in-domain and cross-domain change beside it."""
-    ret = data.retention_task
-    lines = []
-    for tr in tradeoffs(data.agg, ret):
-        if tr.retention is None:
+def claims_tables(data: ReportData) -> list[Table]:
+    """Per train task: one row per configuration, one column per kind of claim."""
+    claims = summary_claims(data)
+    seeds = {u: len(r) for u, r in units(data).items()}
+    out = []
+    for task in data.train_tasks:
+        mine = [c for c in claims if c.train_task == task]
+        if not mine:
             continue
-        lines.append(
-            f"**{tr.key.prose}**: retention {fmt_pp(tr.retention)} pp on {ret} (mean "
-            f"over {tr.n_train_tasks} train task(s)); in-domain "
-            f"{fmt_pp(tr.in_domain)} pp, cross-domain {fmt_pp(tr.cross_domain)} pp."
+        cols = [(k, name) for k, name in COLUMNS if any((c.reference, c.kind) == k for c in mine)]
+        caption = (
+            f"Trained on {task}: paired differences (pp, 95% CI, Holm-corrected p over all "
+            f"{len(claims)} comparisons of this summary); significant ones bold."
         )
+        t = Table.make(["configuration", "seeds", *(name for _, name in cols)], 2, caption)
+        keys = list(dict.fromkeys(c.key for c in mine))
+        for key in keys:
+            cell = {(c.reference, c.kind): c.comparison for c in mine if c.key == key}
+            row = [key.lr_label, str(seeds.get((task, key), "–"))]
+            for j, (k, _) in enumerate(cols):
+                c = cell.get(k)
+                row.append("–" if c is None else claim_text(c))
+                if c is not None and c.significant:
+                    t.bold.add((len(t.rows), 2 + j))
+            t.rows.append(row)
+        out.append(t)
+    return out
+
+
+def _candidate(c: Candidate) -> str:
+    return c.key.prose + ("" if c.lr is None else f", lr {fmt_lr(c.lr)}")
+
+
+def recommendation_lines(data: ReportData) -> list[str]:
+    """Per train task: the best validation configuration and those indistinguishable."""
+    lines = []
+    for rec in recommendations(data):
+        b = rec.best
+        text = (
+            f"**{rec.train_task}**: best on validation is **{_candidate(b)}** at "
+            f"{fmt_ci_pct(b.val)} % ({b.val.n} seed(s))."
+        )
+        same = [c for c in rec.others if c.indistinguishable]
+        worse = [c for c in rec.others if c.vs_best is not None and not c.indistinguishable]
+        none = [c for c in rec.others if c.vs_best is None]
+        if same:
+            text += (
+                " Statistically indistinguishable from it: "
+                + "; ".join(
+                    f"{_candidate(c)} ({fmt_comparison(c.vs_best)})"
+                    for c in same  # type: ignore[arg-type]
+                )
+                + "."
+            )
+        elif worse:
+            text += " Every other configuration is significantly worse on validation."
+        if worse and same:
+            text += " Significantly worse: " + ", ".join(_candidate(c) for c in worse) + "."
+        if none:
+            text += " Not compared (no validation predictions): "
+            text += ", ".join(_candidate(c) for c in none) + "."
+        lines.append(text)
     return lines
 
 
@@ -96,19 +196,57 @@ def summary_blocks(data: ReportData, tables: dict[str, Table | None]) -> list[Bl
         f"Sweep **{data.sweep_name}**: model {', '.join(models) or '–'}; {done} of "
         f"{len(runs)} runs finished. Train tasks: {', '.join(data.train_tasks) or '–'}; "
         f"eval tasks: {', '.join(data.eval_tasks) or '–'}; retention task: "
-        f"{data.retention_task or '–'}. Scores are in %, changes vs the base model in "
-        "percentage points (pp); several seeds are shown as mean ± std."
+        f"{data.retention_task or '–'}. Scores are in %, changes in percentage points (pp); "
+        "numbers over seeds are mean ± 95% CI half-width. Each configuration is shown at "
+        "the learning rate that scored best on validation items (never on test)."
     )
-    blocks: list[Block] = [Heading("Summary"), Para(intro), Heading("What this shows", 3)]
-    best = best_run_lines(data)
-    blocks.append(Bullets(best) if best else Para("No finished run has eval results yet."))
-    cost = retention_lines(data)
-    if cost:
-        blocks += [Para("Retention cost of each method:"), Bullets(cost)]
+    blocks: list[Block] = [Heading("Summary"), Para(intro), Para(how_sure_line(data))]
+    refs = reference_lines(data)
+    blocks += [Bullets(refs)] if refs else [Para("No finished run has eval results yet.")]
+    blocks += significance_blocks(data)
     trade = tables["tradeoffs"]
     if trade is not None and trade.rows:
-        blocks.append(TableBlock(trade))
+        blocks += [Heading("Trade-offs", 3), TableBlock(trade)]
     return blocks
+
+
+def significance_blocks(data: ReportData) -> list[Block]:
+    blocks: list[Block] = []
+    claims = claims_tables(data)
+    if claims:
+        blocks += [Heading("Which differences are real", 3), Para(TESTS)]
+        blocks += [TableBlock(t) for t in claims]
+    recs = recommendation_lines(data)
+    if recs:
+        blocks += [Heading("Recommendation", 3), Para(RECOMMEND), Bullets(recs)]
+    lost = impossible(data)
+    if lost:
+        names = ", ".join(f"{k.prose} on {t}" for t, k in lost)
+        blocks.append(
+            Para(
+                f"No validation scores, so no lr could be selected for: {names}; "
+                "every lr of these is shown."
+            )
+        )
+    return blocks
+
+
+TESTS = (
+    "Each difference is a paired test on the same eval items (aligned by item id): a "
+    f"hierarchical bootstrap over seeds and items ({N_BOOT} replicates; p below ~0.01 from "
+    "the normal approximation of its replicates), or the exact McNemar test for one seed "
+    "against one seed. Cross-domain pools the items of every eval task "
+    "that is neither the train task nor the retention task. The p-values are Holm-corrected "
+    "over all the comparisons below together; a difference is called one only when the "
+    f'corrected p < 0.05, otherwise the cell says "{NO_DIFF}". The intervals in brackets '
+    "are per-comparison 95% intervals (not corrected), so one may exclude 0 where the "
+    "corrected p does not reach 0.05."
+)
+RECOMMEND = (
+    "Chosen on validation items only: the configuration with the best mean validation score "
+    "on the train task, and every configuration whose paired difference from it on the "
+    "validation items is not significant (Holm-corrected over those tests)."
+)
 
 
 RESULT_TABLES = (
@@ -116,6 +254,7 @@ RESULT_TABLES = (
     ("Change vs base per run", "delta"),
     ("Retention", "retention"),
     ("Cross-domain matrix", "cross-domain"),
+    ("Learning rate selection", "lr-selection"),
     ("Training cost", "cost"),
 )
 

@@ -16,6 +16,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rankscope.report.keys import Keyed, MethodKey, Row
+from rankscope.stats import Interval, mean_ci
+
+TEST = "test"
+VAL = "val"
+
+
+def split_of(row: Row) -> str:
+    """The split a metrics / predictions row belongs to; stores from before the ``split``
+    column hold test rows only."""
+    return row.get("split") or TEST
+
+
+def on_split(rows: Iterable[Row], split: str) -> list[Row]:
+    return [r for r in rows if split_of(r) == split]
 
 
 # ------------------------------------------------------------------ runs
@@ -116,7 +130,9 @@ def scores(runs: Iterable[Row], metrics: Iterable[Row]) -> list[Score]:
 
 @dataclass(frozen=True)
 class AggScore(Keyed):
-    """Mean ± std across seeds of one configuration (train task, method key) on one task."""
+    """One configuration (train task, method key) on one task across its seeds: the mean with
+    its seed-level 95% t-interval (`ci`), and the same for the change vs base (`delta_ci`).
+    `std` / `delta_std` are the sample standard deviations (None for one seed)."""
 
     train_task: str | None
     key: MethodKey
@@ -128,6 +144,8 @@ class AggScore(Keyed):
     delta_std: float | None
     n_seeds: int
     run_ids: tuple[str, ...] = field(default=())
+    ci: Interval | None = None
+    delta_ci: Interval | None = None
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
@@ -161,6 +179,8 @@ def aggregate(items: Iterable[Score]) -> list[AggScore]:
                 delta_std=d_std,
                 n_seeds=len(group),
                 run_ids=tuple(s.run_id for s in group),
+                ci=mean_ci([s.value for s in group]),
+                delta_ci=mean_ci(deltas) if deltas else None,
             )
         )
     return sorted(out, key=lambda a: (a.key.sort_key, a.train_task or "", a.task))
@@ -169,7 +189,12 @@ def aggregate(items: Iterable[Score]) -> list[AggScore]:
 # ------------------------------------------------------------------ the sweep's data
 @dataclass
 class ReportData:
-    """Everything the report reads from the store, plus the derived score tables."""
+    """Everything the report reads from the store, plus the derived score tables.
+
+    `metrics` may hold rows of both splits; after construction it holds the *test* rows only
+    (every table, figure and sentence reads it) and `val_metrics` the validation rows, which
+    only the learning-rate selection and the recommendation read.
+    """
 
     meta: dict[str, str]
     runs: list[dict[str, Any]]
@@ -181,9 +206,23 @@ class ReportData:
     fits: list[dict[str, Any]] = field(default_factory=list)
     """The store's `fits` rows: mean ‖ΔW‖_F vs rank, per train task and module type."""
 
+    predictions: dict[tuple[str, str, str], dict[str, float]] = field(default_factory=dict)
+    """Per (run_id, task, split): item_id -> score (0/1 correct), for the paired tests."""
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """Results computed once per report (the summary's paired comparisons)."""
+
     def __post_init__(self) -> None:
+        everything = self.metrics
+        self.metrics = on_split(everything, TEST)
+        self.val_metrics = on_split(everything, VAL)
         self.scores = scores(self.runs, self.metrics)
         self.agg = aggregate(self.scores)
+        self.val_scores = scores(self.runs, self.val_metrics)
+        self.val_agg = aggregate(self.val_scores)
+
+    def correct(self, run_id: str, task: str, split: str = TEST) -> dict[str, float]:
+        """item_id -> score of one run on one task and split (empty when not loaded)."""
+        return self.predictions.get((run_id, task, split), {})
 
     @property
     def sweep_name(self) -> str:

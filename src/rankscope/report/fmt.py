@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from rankscope.stats import Comparison, Interval
+
 
 # ------------------------------------------------------------------ formatting
 def short_error(error: str | None, limit: int = 300) -> str:
@@ -28,6 +30,34 @@ def fmt_pp(v: float | None, std: float | None = None, digits: int = 1) -> str:
         return "–"
     text = f"{100 * v:+.{digits}f}"
     return text if std is None else f"{text} ± {100 * std:.{digits}f}"
+
+
+def fmt_ci_pct(ci: Interval | None, digits: int = 1) -> str:
+    """A level as '45.3 ± 2.1' (%, mean ± 95% half-width over seeds); one seed: '45.3'."""
+    return "–" if ci is None else fmt_pct(ci.est, digits) + _half(ci, digits)
+
+
+def fmt_ci_pp(ci: Interval | None, digits: int = 1) -> str:
+    """A change as '+4.1 ± 2.0' (pp, mean ± 95% half-width over seeds); one seed: '+4.1'."""
+    return "–" if ci is None else fmt_pp(ci.est, ci.half_width, digits)
+
+
+def _half(ci: Interval, digits: int) -> str:
+    return "" if ci.half_width is None else f" ± {100 * ci.half_width:.{digits}f}"
+
+
+def fmt_p(p: float) -> str:
+    """'p = 0.034', 'p < 0.001'."""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def fmt_comparison(c: Comparison, digits: int = 1) -> str:
+    """'+4.1 pp [1.8, 6.3], p = 0.003' (Holm-adjusted p when there is one)."""
+    p = c.p if c.p_adj is None else c.p_adj
+    return (
+        f"{fmt_pp(c.diff, digits=digits)} pp [{100 * c.lo:.{digits}f}, "
+        f"{100 * c.hi:.{digits}f}], {fmt_p(p)}"
+    )
 
 
 def fmt_num(v: float | None, digits: int = 3) -> str:

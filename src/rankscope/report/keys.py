@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rankscope import methods as registry
+from rankscope.identity import fmt_lr
 
 Row = Mapping[str, Any]
 """One row of a store table, as :class:`rankscope.store.Store` returns it."""
@@ -54,8 +55,9 @@ class MethodKey:
     """The configuration a report row stands for, minus the train task and the seed: the
     run identity's columns (method, rank, variant, alpha, lr), never a parsed label.
 
-    Within one sweep today alpha follows from the rank and lr from the method, so the label
-    shows neither; they are part of the key so that runs differing in them never merge.
+    The label shows alpha only when it differs from the default α = 2r, and never the lr:
+    a configuration is reported at the lr chosen on validation (`report.selection`), and
+    `lr_label` names the lr where several are shown side by side.
     """
 
     method: str
@@ -79,12 +81,21 @@ class MethodKey:
 
     def _name(self, method_name: str) -> str:
         rank = f" r={self.rank}" if self.info.ranked else ""
-        return method_name + rank + (f" ({self.variant})" if self.variant else "")
+        alpha = ""
+        if self.info.ranked and self.alpha is not None and self.rank is not None:
+            if float(self.alpha) != 2.0 * self.rank:
+                alpha = f" α={float(self.alpha):g}"
+        return method_name + rank + alpha + (f" ({self.variant})" if self.variant else "")
 
     @property
     def label(self) -> str:
         """For tables and legends: 'base', 'full', 'lora r=8', 'lora r=8 (rslora)'."""
         return self._name(self.method)
+
+    @property
+    def lr_label(self) -> str:
+        """The label with the lr appended ('lora r=8 lr=0.0001'); the label when lr is None."""
+        return self.label + ("" if self.lr is None else f" lr={fmt_lr(self.lr)}")
 
     @property
     def prose(self) -> str:

@@ -9,18 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from rankscope.identity import fmt_lr
 from rankscope.report.analysis_rows import per_run, rows_of, tuned_runs
 from rankscope.report.data import (
     ReportData,
     Score,
-    done_runs,
     failed_runs,
     is_baseline,
     sort_runs,
 )
-from rankscope.report.derived import cross_domain, param_counts, retention, tradeoffs
+from rankscope.report.derived import (
+    ParamCount,
+    cross_domain,
+    param_counts,
+    retention,
+    tradeoffs,
+)
 from rankscope.report.fmt import (
     Table,
+    fmt_ci_pct,
+    fmt_ci_pp,
     fmt_int,
     fmt_num,
     fmt_pct,
@@ -32,6 +40,16 @@ from rankscope.report.fmt import (
     to_markdown,
 )
 from rankscope.report.keys import MethodKey, Row, method_label
+from rankscope.report.selection import (
+    group_key,
+    impossible,
+    lr_rows,
+    selected_lrs,
+    several_lrs,
+    shown_agg,
+    shown_runs,
+    shown_scores,
+)
 
 __all__ = [  # the builders, and the names older code imports from here
     "ReportData",
@@ -40,6 +58,7 @@ __all__ = [  # the builders, and the names older code imports from here
     "cross_domain_table",
     "delta_table",
     "failed_table",
+    "lr_table",
     "latex_escape",
     "method_label",
     "results_table",
@@ -87,68 +106,106 @@ def _score_cell(s: Score | None) -> str:
     return fmt_pct(s.value) + ("" if s.stderr is None else f" ± {fmt_pct(s.stderr)}")
 
 
+SHOWN = " Each configuration at its learning rate selected on validation."
+CI = "mean ± 95% CI half-width over seeds (t-interval; one seed: no interval)"
+
+
 def results_table(data: ReportData) -> Table:
-    """Primary metric (%) ± stderr per run and eval task."""
+    """Primary metric (%) ± stderr per run (at the selected lr) and eval task."""
     caption = "Primary metric per run and eval task (%, ± standard error); in-domain bold."
-    return _per_task_table(data, done_runs(data.runs), _score_cell, caption)
+    return _per_task_table(data, shown_runs(data), _score_cell, caption + SHOWN)
 
 
 def delta_table(data: ReportData) -> Table:
-    """Change vs base (pp) per tuned run and eval task, retention included."""
-    tuned = [r for r in done_runs(data.runs) if not is_baseline(r)]
+    """Change vs base (pp) per tuned run (at the selected lr) and eval task."""
+    tuned = [r for r in shown_runs(data) if not is_baseline(r)]
     caption = "Change vs the base model per run (percentage points); in-domain bold."
-    return _per_task_table(data, tuned, lambda s: fmt_pp(s.delta if s else None), caption)
+    cell = lambda s: fmt_pp(s.delta if s else None)  # noqa: E731
+    return _per_task_table(data, tuned, cell, caption + SHOWN)
 
 
 def retention_table(data: ReportData) -> Table:
-    """Retention-task score and its change vs base per configuration (mean ± std)."""
+    """Retention-task score and its change vs base per configuration (mean ± CI)."""
     cols = ["method", "train task", "seeds", "score (%)", "Δ vs base (pp)"]
-    t = Table.make(cols, 2, f"Retention on {data.retention_task} (mean ± std across seeds).")
-    for a in retention(data.agg, data.retention_task):
-        score = fmt_pct(a.mean) + ("" if a.std is None else f" ± {fmt_pct(a.std)}")
-        delta = fmt_pp(a.delta_mean, a.delta_std)
-        t.rows.append([a.label, a.train_task or "–", str(a.n_seeds), score, delta])
+    t = Table.make(cols, 2, f"Retention on {data.retention_task} ({CI}).{SHOWN}")
+    for a in retention(shown_agg(data), data.retention_task):
+        row = [a.key.lr_label, a.train_task or "–", str(a.n_seeds), fmt_ci_pct(a.ci)]
+        t.rows.append([*row, fmt_ci_pp(a.delta_ci)])
     return t
 
 
 def cross_domain_table(data: ReportData) -> Table:
     """All cross-domain matrices stacked: rows (method, train task), Δ pp per eval task."""
-    tasks = data.eval_tasks
-    std = {(a.key, a.train_task, a.task): a.delta_std for a in data.agg}
-    caption = "Cross-domain change vs base (pp, mean ± std across seeds); in-domain bold."
-    t = Table.make(["method", "train task", *(data.task_header(e) for e in tasks)], 2, caption)
-    for m in cross_domain(data.agg, data.train_tasks, tasks):
-        for train, values in zip(m.train_tasks, m.values, strict=True):
-            if all(v is None for v in values):
+    tasks, agg = data.eval_tasks, shown_agg(data)
+    ci = {(a.key, a.train_task, a.task): a.delta_ci for a in agg}
+    seeds = {(a.key, a.train_task): a.n_seeds for a in agg}
+    caption = f"Cross-domain change vs base (pp, {CI}); in-domain bold.{SHOWN}"
+    heads = [data.task_header(e) for e in tasks]
+    t = Table.make(["method", "train task", "seeds", *heads], 3, caption)
+    for m in cross_domain(agg, data.train_tasks, tasks):
+        for train in m.train_tasks:
+            cells = [ci.get((m.key, train, e)) for e in tasks]
+            if all(c is None for c in cells):
                 continue
-            t.bold |= {(len(t.rows), 2 + j) for j, e in enumerate(tasks) if e == train}
-            pairs = zip(values, tasks, strict=True)
-            t.rows.append(
-                [m.label, train, *(fmt_pp(v, std.get((m.key, train, e))) for v, e in pairs)]
-            )
+            t.bold |= {(len(t.rows), 3 + j) for j, e in enumerate(tasks) if e == train}
+            n = str(seeds.get((m.key, train), "–"))
+            t.rows.append([m.key.lr_label, train, n, *(fmt_ci_pp(c) for c in cells)])
+    return t
+
+
+def lr_table(data: ReportData) -> Table | None:
+    """Per group and lr: validation score (the criterion), in-domain test score (shown, not
+    used), and which lr was selected. None when no group has more than one lr."""
+    if not several_lrs(data):
+        return None
+    selected = selected_lrs(data)
+    cols = ["method", "train task", "lr", "seeds", "val score (%)", "test in-domain (%)"]
+    caption = (
+        "Learning rate selection: per configuration and lr, the validation score on the train "
+        f"task (the criterion) and the in-domain test score (not used to select); {CI}."
+    )
+    if impossible(data, selected):
+        caption += " Without validation scores an lr cannot be selected: all lrs are shown."
+    t = Table.make([*cols, "selected"], 2, caption)
+    t.numeric = [*(t.numeric or [])[:-1], False]
+    for r in lr_rows(data, selected):
+        n = r.val.n if r.val else r.test_in_domain.n if r.test_in_domain else None
+        row = [r.key.label, r.train_task or "–", fmt_lr(r.key.lr) if r.key.lr else "–"]
+        row += ["–" if n is None else str(n), fmt_ci_pct(r.val), fmt_ci_pct(r.test_in_domain)]
+        t.rows.append([*row, "yes" if r.selected else ""])
     return t
 
 
 def tradeoff_table(data: ReportData) -> Table:
     """Per method: parameters trained and mean in-domain / cross-domain / retention Δ."""
-    params = {p.key: p for p in param_counts(data.runs)}
-    cols = [
-        "method",
-        "trainable params",
-        "% of total",
-        "in-domain Δ (pp)",
-        "cross-domain Δ (pp)",
-        "retention Δ (pp)",
-    ]
-    t = Table.make(
-        cols, 1, "Per method: parameters trained and mean change vs base over train tasks."
+    params: dict[MethodKey, ParamCount] = {}  # a group's size does not depend on its lr
+    for p in param_counts(data.runs):
+        params.setdefault(group_key(p.key), p)
+    cols = ["method", "trainable params", "% of total", "seeds"]
+    cols += ["in-domain Δ (pp)", "cross-domain Δ (pp)", "retention Δ (pp)"]
+    caption = (
+        "Per method: parameters trained and mean change vs base over train tasks (± 95% CI "
+        "half-width: the train tasks' seed-level intervals combined in quadrature)." + SHOWN
     )
-    for tr in tradeoffs(data.agg, data.retention_task):
-        p = params.get(tr.key)
+    t = Table.make(cols, 1, caption)
+    for tr in tradeoffs(shown_agg(data), data.retention_task, shown_scores(data)):
+        p = params.get(group_key(tr.key))
         size = [fmt_int(p.trainable), fmt_pct(p.fraction, 3)] if p else ["–", "–"]
-        deltas = [fmt_pp(tr.in_domain), fmt_pp(tr.cross_domain), fmt_pp(tr.retention)]
-        t.rows.append([tr.label, *size, *deltas])
+        hw = tr.half_widths
+        deltas = [
+            fmt_pp(tr.in_domain, hw.get("in")),
+            fmt_pp(tr.cross_domain, hw.get("cross")),
+            fmt_pp(tr.retention, hw.get("retention")),
+        ]
+        t.rows.append([tr.key.lr_label, *size, _seed_range(tr.seeds), *deltas])
     return t
+
+
+def _seed_range(seeds: tuple[int, ...]) -> str:
+    if not seeds:
+        return "–"
+    lo, hi = min(seeds), max(seeds)
+    return str(lo) if lo == hi else f"{lo}–{hi}"
 
 
 def run_summary_table(data: ReportData) -> Table:
@@ -217,6 +274,7 @@ def report_tables(data: ReportData) -> dict[str, Table | None]:
         "delta": delta_table(data),
         "retention": retention_table(data),
         "cross-domain": cross_domain_table(data),
+        "lr-selection": lr_table(data),
         "cost": run_summary_table(data),
         "spectral": spectral_summary_table(data) if data.analysis else None,
         "failed": failed_table(data),

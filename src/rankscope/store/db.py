@@ -142,9 +142,9 @@ class Store:
         ]
 
     # -------------------------------------------------------------- evaluation
-    def has_metrics(self, run_id: str, task: str) -> bool:
-        q = "SELECT 1 FROM metrics WHERE run_id=? AND task=? LIMIT 1"
-        return self.conn.execute(q, (run_id, task)).fetchone() is not None
+    def has_metrics(self, run_id: str, task: str, split: str = "test") -> bool:
+        q = "SELECT 1 FROM metrics WHERE run_id=? AND task=? AND split=? LIMIT 1"
+        return self.conn.execute(q, (run_id, task, split)).fetchone() is not None
 
     def save_eval(
         self,
@@ -152,21 +152,24 @@ class Store:
         task: str,
         metrics: dict[str, tuple[float, float, int]],
         predictions: list[dict[str, Any]],
+        split: str = "test",
     ) -> None:
-        """Metrics and per-item predictions of one (run, task), in one transaction."""
+        """Metrics and per-item predictions of one (run, task, split), in one transaction."""
+        key = (run_id, task, split)
         with self.transaction() as c:
-            c.execute("DELETE FROM metrics WHERE run_id=? AND task=?", (run_id, task))
-            c.execute("DELETE FROM predictions WHERE run_id=? AND task=?", (run_id, task))
+            c.execute("DELETE FROM metrics WHERE run_id=? AND task=? AND split=?", key)
+            c.execute("DELETE FROM predictions WHERE run_id=? AND task=? AND split=?", key)
             c.executemany(
-                "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)",
-                [(run_id, task, k, v, se, n) for k, (v, se, n) in metrics.items()],
+                "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, task, split, k, v, se, n) for k, (v, se, n) in metrics.items()],
             )
             c.executemany(
-                "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         run_id,
                         task,
+                        split,
                         p["item_id"],
                         str(p["pred"]),
                         str(p["gold"]),
@@ -180,24 +183,29 @@ class Store:
     def metrics(self) -> list[dict[str, Any]]:
         return [
             dict(r)
-            for r in self.conn.execute("SELECT * FROM metrics ORDER BY run_id, task, metric")
+            for r in self.conn.execute("SELECT * FROM metrics ORDER BY run_id, task, split, metric")
         ]
 
-    def predictions(self, run_id: str, task: str) -> list[dict[str, Any]]:
-        return [
-            dict(r)
-            for r in self.conn.execute(
-                "SELECT * FROM predictions WHERE run_id=? AND task=? ORDER BY item_id",
-                (run_id, task),
-            )
-        ]
+    def predictions(self, run_id: str, task: str, split: str = "test") -> list[dict[str, Any]]:
+        q = "SELECT * FROM predictions WHERE run_id=? AND task=? AND split=? ORDER BY item_id"
+        return [dict(r) for r in self.conn.execute(q, (run_id, task, split))]
+
+    def correctness(self) -> Iterator[tuple[str, str, str, str, float]]:
+        """(run_id, task, split, item_id, correct) of every scored item, in one query (the
+        report's paired tests read these; `detail` is left unread)."""
+        q = (
+            "SELECT run_id, task, split, item_id, correct FROM predictions "
+            "WHERE correct IS NOT NULL ORDER BY run_id, task, split, item_id"
+        )
+        for run_id, task, split, item_id, correct in self.conn.execute(q):
+            yield run_id, task, split, str(item_id), float(correct)
 
     def chance_levels(self) -> dict[str, float]:
         """Per MCQ task: the accuracy of a uniform random guess, mean of 1 / (options) over
         its items, read from one run's predictions (every run sees the same items)."""
         q = (
-            "SELECT task, detail FROM predictions WHERE (run_id, task) IN "
-            "(SELECT MIN(run_id), task FROM predictions GROUP BY task)"
+            "SELECT task, detail FROM predictions WHERE split = 'test' AND (run_id, task) IN "
+            "(SELECT MIN(run_id), task FROM predictions WHERE split = 'test' GROUP BY task)"
         )
         inv: dict[str, list[float]] = {}
         for task, detail in self.conn.execute(q):

@@ -33,7 +33,7 @@ def _load_train(store: Store, run_id: str, path: Path) -> None:
 def _load_eval(store: Store, run_id: str, path: Path) -> None:
     doc = json.loads(path.read_text())
     metrics = {k: tuple(v) for k, v in doc["metrics"].items()}
-    store.save_eval(run_id, doc["task"], metrics, doc["predictions"])
+    store.save_eval(run_id, doc["task"], metrics, doc["predictions"], doc.get("split", "test"))
 
 
 def _load_analysis(store: Store, run_id: str, path: Path) -> None:
@@ -45,7 +45,7 @@ def _units(rd: RunDir) -> list[tuple[str, Path, Loader]]:
     units: list[tuple[str, Path, Loader]] = []
     if (rd / Marker.TRAINED).is_file():
         units.append((Marker.TRAINED, rd / Marker.TRAINED, _load_train))
-    units += [(f"{Marker.EVAL}/{p.name}", p, _load_eval) for p in rd.eval_files()]
+    units += [(str(p.relative_to(rd.path)), p, _load_eval) for p in rd.eval_files()]
     units += [(f"{Marker.ANALYSIS}/{p.name}", p, _load_analysis) for p in rd.analysis_files()]
     return units
 

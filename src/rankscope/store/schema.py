@@ -40,14 +40,15 @@ CREATE TABLE IF NOT EXISTS train_log (
   PRIMARY KEY (run_id, step)
 );
 CREATE TABLE IF NOT EXISTS metrics (
-  run_id TEXT NOT NULL, task TEXT NOT NULL, metric TEXT NOT NULL,
-  value REAL, stderr REAL, n INTEGER,
-  PRIMARY KEY (run_id, task, metric)
+  run_id TEXT NOT NULL, task TEXT NOT NULL,
+  split TEXT NOT NULL DEFAULT 'test',   -- test | val (the validation items lr is chosen on)
+  metric TEXT NOT NULL, value REAL, stderr REAL, n INTEGER,
+  PRIMARY KEY (run_id, task, split, metric)
 );
 CREATE TABLE IF NOT EXISTS predictions (
-  run_id TEXT NOT NULL, task TEXT NOT NULL, item_id TEXT NOT NULL,
-  pred TEXT, gold TEXT, correct INTEGER, detail TEXT,
-  PRIMARY KEY (run_id, task, item_id)
+  run_id TEXT NOT NULL, task TEXT NOT NULL, split TEXT NOT NULL DEFAULT 'test',
+  item_id TEXT NOT NULL, pred TEXT, gold TEXT, correct INTEGER, detail TEXT,
+  PRIMARY KEY (run_id, task, split, item_id)
 );
 CREATE TABLE IF NOT EXISTS ingested (  -- which run-dir file each run's rows came from
   run_id TEXT NOT NULL, unit TEXT NOT NULL, sig TEXT NOT NULL,
@@ -93,7 +94,9 @@ RUN_FIELDS = (
 )
 
 
-VERSION = 2  # PRAGMA user_version: 2 = fits in their own table (kept out of `meta`'s rows)
+VERSION = 3
+"""PRAGMA user_version: 2 = fits in their own table (kept out of `meta`'s rows); 3 = metrics
+and predictions keyed by split (test | val)."""
 
 _MIGRATE_FITS = """
 INSERT OR REPLACE INTO fits
@@ -104,11 +107,29 @@ FROM analysis WHERE kind = 'spectral_fit'
 """
 
 
+_SPLIT_TABLES = ("metrics", "predictions")
+
+
 def migrate(conn: sqlite3.Connection) -> None:
-    """Bring a store written before the `fits` table up to date: its fits were `analysis`
-    rows of kind spectral_fit whose run_id column held the train task. Call in a transaction."""
-    if conn.execute("PRAGMA user_version").fetchone()[0] >= VERSION:
+    """Bring an older store up to date. Call in a transaction.
+
+    Before version 2, fits were `analysis` rows of kind spectral_fit whose run_id column held
+    the train task. Before version 3, metrics and predictions had no split: the two tables are
+    rebuilt empty and their run-dir files marked unread, so the next ingest (every `rankscope
+    run`, or `rankscope reindex`) loads them again from the run directories.
+    """
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version >= VERSION:
         return
-    conn.execute(_MIGRATE_FITS)
-    conn.execute("DELETE FROM analysis WHERE kind = 'spectral_fit'")
+    if version < 2:
+        conn.execute(_MIGRATE_FITS)
+        conn.execute("DELETE FROM analysis WHERE kind = 'spectral_fit'")
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(metrics)")}
+    if "split" not in cols:
+        for table in _SPLIT_TABLES:
+            conn.execute(f"DROP TABLE {table}")
+        for stmt in SCHEMA.split(";"):
+            if any(f"EXISTS {t} (" in stmt for t in _SPLIT_TABLES):
+                conn.execute(stmt)
+        conn.execute("DELETE FROM ingested WHERE unit LIKE 'eval/%'")
     conn.execute(f"PRAGMA user_version = {VERSION}")

@@ -60,6 +60,10 @@ class DataConfig:
     holdout_fraction: float = 0.2
     """When only one labelled split exists on disk, this fraction (by a stable hash of the
     item) is the test split and the rest the train split."""
+    val_fraction: float = 0.1
+    """A task without a validation split of its own gives this fraction of its training
+    items (by a stable hash of the item id) to validation, where learning rates are chosen;
+    they are then not trained on. Toy tasks and MMLU have their own validation split."""
 
     def __post_init__(self) -> None:
         """Refuse a bad value when the section is built, naming the field (`data.shots`)."""
@@ -68,6 +72,7 @@ class DataConfig:
         require_one_of("data.mathqa_target", self.mathqa_target, ("rationale", "letter"), hint=True)
         require(self.shots >= 0, f"data.shots: must be >= 0, got {self.shots}")
         require(0 < self.holdout_fraction < 1, "data.holdout_fraction: must be in (0, 1)")
+        require(0 < self.val_fraction < 1, "data.val_fraction: must be in (0, 1)")
 
 
 @dataclass
@@ -87,9 +92,11 @@ class Task:
     name: str
     kind: str  # "mcq" | "gen"
     load: Callable[[str, TaskContext], list[Item]]
-    """load(split, ctx) for split in {'train', 'test'}."""
+    """load(split, ctx) for split in `splits`."""
     description: str = ""
     splits: tuple[str, ...] = ("train", "test")
+    """'val' among them: the task has a validation split of its own; otherwise the sweep
+    carves one from 'train' (`carve_val`)."""
     stop: tuple[str, ...] = ()
     """Generation stop strings (gen tasks)."""
     extract: Callable[[str], dict[str, str | None]] | None = None
@@ -102,6 +109,20 @@ class Task:
             )
         items = self.load(split, ctx)
         return items[:limit] if limit else items
+
+
+def in_val(item: Item, fraction: float) -> bool:
+    """Whether a training item goes to the carved validation split: a stable hash of its id,
+    so the split is the same on every machine and does not move when items are added."""
+    h = int(hashlib.sha1(f"val/{item.id}".encode()).hexdigest()[:8], 16)
+    return h < fraction * 0x100000000
+
+
+def carve_val(items: list[Item], fraction: float) -> tuple[list[Item], list[Item]]:
+    """(train, val): the training items split by `in_val`."""
+    return [it for it in items if not in_val(it, fraction)], [
+        it for it in items if in_val(it, fraction)
+    ]
 
 
 def norm_hash(text: str) -> str:

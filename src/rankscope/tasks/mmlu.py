@@ -7,9 +7,9 @@ rows each answered " {letter}\\n\\n", then `question.strip()`, the lettered opti
 
 Splits. test: MMLU's test rows of the evaluated subjects = `data.mmlu_subjects`, or when that
 is empty every subject not in `data.mmlu_train_subjects`. train (only when mmlu is trained
-on): the val + test rows of `data.mmlu_train_subjects`, which must not overlap the evaluated
-subjects. Both settings take subject names or the categories stem, humanities,
-social_sciences, other (lm-eval's mapping).
+on): the test rows of `data.mmlu_train_subjects` (val: their val rows, where lr is
+chosen), which must not overlap the evaluated subjects. Both settings take subject names or
+the categories stem, humanities, social_sciences, other (lm-eval's mapping).
 
 Sources: `cais/mmlu` config `all` (splits dev, validation, test), or header-less CSV files
 `mmlu/{dev,val,test}/<subject>_<split>.csv`; with files, "every subject" means the subjects
@@ -179,7 +179,7 @@ def subjects_for(ctx: TaskContext, split: str) -> tuple[list[str], list[str]]:
     data = data_config(ctx)
     available = functools.cache(lambda: _available(ctx))
     train = expand(data.mmlu_train_subjects, "mmlu_train_subjects", available)
-    trained = "mmlu" in ctx.train_tasks or split == "train"
+    trained = "mmlu" in ctx.train_tasks or split in ("train", "val")
     if trained and not train:
         raise ConfigError(
             "data.mmlu_train_subjects: empty, but mmlu is a training task; name the MMLU "
@@ -224,7 +224,9 @@ def _items(ctx: TaskContext, split_dir: str, subjects: list[str], shots: int) ->
 def load(split: str, ctx: TaskContext) -> list[Item]:
     evaluated, train = subjects_for(ctx, split)
     if split == "train":
-        return _items(ctx, "val", train, 0) + _items(ctx, "test", train, 0)
+        return _items(ctx, "test", train, 0)
+    if split == "val":  # MMLU's own val rows of the trained subjects: where lr is chosen
+        return _items(ctx, "val", train, 0)
     return _items(ctx, "test", evaluated, data_config(ctx).shots)
 
 
@@ -233,6 +235,7 @@ TASK = Task(
     "mcq",
     load,
     "MMLU, 57 subjects of 4-option MCQ (the retention probe), prompted like lm-eval's mmlu; "
-    "test = test rows of the evaluated subjects, train = val+test rows of "
+    "test = test rows of the evaluated subjects, train = test rows and val = val rows of "
     "data.mmlu_train_subjects",
+    splits=("train", "val", "test"),
 )

@@ -52,11 +52,20 @@ def _dedupe(items: list[Item], avoid: set[str]) -> list[Item]:
 
 
 def _disjoint(split: str, make: Callable[[str], list[Item]]) -> list[Item]:
-    """The train items, or the test items minus any whose prompt occurs in training."""
+    """The train items; the val items minus any whose prompt occurs in training; the test
+    items minus any whose prompt occurs in training or validation."""
     train = _dedupe(make("train"), set())
     if split == "train":
         return train
-    return _dedupe(make("test"), {it.prompt for it in train})
+    val = _dedupe(make("val"), {it.prompt for it in train})
+    if split == "val":
+        return val
+    return _dedupe(make("test"), {it.prompt for it in train + val})
+
+
+def _size(spec: WorldSpec, task: str, split: str) -> int:
+    """How many items a split of a toy task draws (before de-duplication)."""
+    return getattr(spec, f"n_{task}_{split}")
 
 
 def _load_arith(split: str, ctx: TaskContext) -> list[Item]:
@@ -65,7 +74,7 @@ def _load_arith(split: str, ctx: TaskContext) -> list[Item]:
     def make(sp: str) -> list[Item]:
         rng = _rng(spec, "toy-arith", sp)
         items = []
-        for i in range(spec.n_arith_train if sp == "train" else spec.n_arith_test):
+        for i in range(_size(spec, "arith", sp)):
             prompt, completion, value = arith_problem(rng, spec, rng.choice((2, 3)))
             items.append(Item(f"toy-arith/{sp}/{i}", prompt, completion, answer=str(value)))
         return items
@@ -79,7 +88,7 @@ def _load_mathmcq(split: str, ctx: TaskContext) -> list[Item]:
     def make(sp: str) -> list[Item]:
         rng = _rng(spec, "toy-mathmcq", sp)
         items = []
-        for i in range(spec.n_mathmcq_train if sp == "train" else spec.n_mathmcq_test):
+        for i in range(_size(spec, "mathmcq", sp)):
             prompt, options, gold = number_mcq(rng, spec, rng.choice((2, 3)))
             items.append(
                 Item(
@@ -96,13 +105,22 @@ def _load_mathmcq(split: str, ctx: TaskContext) -> list[Item]:
 
 
 def _general_loader(split: str, ctx: TaskContext) -> list[Item]:
-    """One fresh 4-option MCQ per general fact (the base model learned the facts)."""
+    """`general_items_per_fact` fresh 4-option MCQs per general fact (the base model learned
+    the facts): each a new draw of phrasing, distractors and order, the repeats of a fact
+    with different prompts (a repeated prompt is drawn again)."""
     spec = _spec(ctx)
     world = _world(spec)
     rng = _rng(spec, "toy-general", split)
-    items = []
-    for i, fact in enumerate(world.general):
+    items: list[Item] = []
+    seen: set[str] = set()
+    facts = [f for _ in range(spec.general_items_per_fact) for f in world.general]
+    for i, fact in enumerate(facts):
         prompt, options, gold = fact_mcq(world, fact, 4, rng, alt=rng.random() < 0.5)
+        for _ in range(20):
+            if prompt not in seen:
+                break
+            prompt, options, gold = fact_mcq(world, fact, 4, rng, alt=rng.random() < 0.5)
+        seen.add(prompt)
         items.append(
             Item(
                 f"toy-general/{split}/{i}",
@@ -119,7 +137,7 @@ def _domain_loader(domain: str, task: str, n_options: int):
     def make(split: str, spec: WorldSpec) -> list[Item]:
         world = _world(spec)
         rng = _rng(spec, task, split)
-        n = getattr(spec, f"n_{domain}_train") if split == "train" else spec.n_domain_test
+        n = getattr(spec, f"n_{domain}_train") if split == "train" else _size(spec, "domain", split)
         items = []
         for i, at in enumerate(balanced_positions(n, n_options, rng)):
             fact = domain_fact(world, domain, split, rng)
@@ -143,11 +161,16 @@ TOY_TASKS = {
         "gen",
         _load_arith,
         "multi-step arithmetic word problems with worked answers (like GSM8K)",
+        splits=("train", "val", "test"),
         stop=("[EOS]", "question :"),
         extract=extract_hash_answer,
     ),
     "toy-mathmcq": Task(
-        "toy-mathmcq", "mcq", _load_mathmcq, "arithmetic as 5-option MCQ (like MathQA)"
+        "toy-mathmcq",
+        "mcq",
+        _load_mathmcq,
+        "arithmetic as 5-option MCQ (like MathQA)",
+        splits=("train", "val", "test"),
     ),
     "toy-general": Task(
         "toy-general",
@@ -162,11 +185,13 @@ TOY_TASKS = {
         "mcq",
         _domain_loader("med", "toy-med", 4),
         "a new medical fact domain, 4-option MCQ (like MedMCQA)",
+        splits=("train", "val", "test"),
     ),
     "toy-legal": Task(
         "toy-legal",
         "mcq",
         _domain_loader("legal", "toy-legal", 5),
         "a new legal fact domain, 5-option MCQ (like CaseHOLD)",
+        splits=("train", "val", "test"),
     ),
 }

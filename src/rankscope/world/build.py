@@ -12,7 +12,6 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 from rankscope.rundir import write_dir_atomic
@@ -175,7 +174,7 @@ def ensure_base_model(
     world = make_world(spec)
     tok = build_tokenizer(world)
     model = pretrain(world, tok, on_step)
-    meta = {"spec": asdict(spec), "key": spec.key(), "build_seconds": time.time() - t0}
+    meta = {"spec": spec.model_spec(), "key": spec.key(), "build_seconds": time.time() - t0}
 
     def write(tmp: Path) -> None:
         tmp.mkdir(parents=True)

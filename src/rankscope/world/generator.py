@@ -45,11 +45,17 @@ class Fact:
 
 @dataclass(frozen=True)
 class Domain:
-    """A new domain: its relations, and disjoint train/test subjects to ask about."""
+    """A new domain: its relations, and disjoint train/val/test subjects to ask about."""
 
     relations: tuple[str, ...]
     train_subjects: dict[str, tuple[str, ...]]  # relation -> subjects
     test_subjects: dict[str, tuple[str, ...]]
+    val_subjects: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def subjects(self, split: str) -> dict[str, tuple[str, ...]]:
+        return {"train": self.train_subjects, "val": self.val_subjects}.get(
+            split, self.test_subjects
+        )
 
 
 @dataclass
@@ -160,19 +166,25 @@ def make_world(spec: WorldSpec) -> World:
 
 
 def _domain(world: World, rels: tuple[str, ...]) -> Domain:
-    """Even-indexed subjects of the aliased relation are trained on, odd ones tested."""
-    train, test = {}, {}
+    """Odd-indexed subjects of the aliased relation are tested; of the even-indexed ones,
+    every fifth is held out for validation (carved from the training subjects, so a
+    validation score, like a test score, is transfer to subjects never trained on) and the
+    rest are trained on."""
+    train, val, test = {}, {}, {}
     for r in rels:
         subjects = [f.subject for f in world.general if f.relation == world.relations[r].alias_of]
-        train[r], test[r] = tuple(subjects[0::2]), tuple(subjects[1::2])
-    return Domain(rels, train, test)
+        even = subjects[0::2]
+        val[r] = tuple(even[4::5])
+        train[r] = tuple(s for s in even if s not in val[r])
+        test[r] = tuple(subjects[1::2])
+    return Domain(rels, train, test, val)
 
 
 def domain_fact(world: World, domain: str, split: str, rng: random.Random) -> Fact:
     """A random question of a new domain about one of the split's subjects."""
     d = world.domains[domain]
     rel = rng.choice(d.relations)
-    subject = rng.choice((d.train_subjects if split == "train" else d.test_subjects)[rel])
+    subject = rng.choice(d.subjects(split)[rel])
     return Fact(rel, subject, world.answers[(world.relations[rel].alias_of, subject)])
 
 

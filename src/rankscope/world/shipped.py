@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +70,7 @@ def write_manifest(model_path: Path, spec: WorldSpec, extra: dict[str, Any]) -> 
     manifest = {
         "spec_key": spec.key(),
         "world_version": WORLD_VERSION,
-        "spec": asdict(spec),
+        "spec": spec.model_spec(),
         "files": files,
         **extra,
     }

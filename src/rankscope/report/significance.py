@@ -1,0 +1,297 @@
+"""The paired comparisons the summary states, with the multiple-comparison correction.
+
+The fine-tuning seed alone can move a score by tens of points, so the summary never reads a
+difference off two point estimates. Every difference it states is a paired test
+(`rankscope.stats.compare`) on per-item correctness of the same eval items: the runs' items
+are aligned by item id and only items every compared run has are kept. With several seeds
+the interval and p come from the hierarchical paired bootstrap (seeds and items resampled);
+one seed against one seed uses the exact McNemar p.
+
+Claims (`summary_claims`), each configuration at its lr selected on validation
+(`report.selection`) and per train task:
+
+* every tuned configuration vs the base model: in-domain (eval task = train task),
+  cross-domain (every eval task that is neither the train task nor the retention task, items
+  pooled) and retention (the retention task);
+* every ranked (LoRA) configuration vs full SFT of the same train task: in-domain and
+  retention.
+
+Holm's correction runs over all of them together: the summary is one family of claims.
+
+Cost and resolution. `stats.compare` draws a fresh (replicates x items) resampling matrix
+for every comparison; a full sweep's summary makes ~100 comparisons on a few hundred to a
+few thousand items, which took over 10 s. `PairedBootstrap` is the same hierarchical paired
+bootstrap (same percentile interval, same p, same McNemar rule) computed in another order:
+the item-resampling counts W (replicates x items) depend only on the number of items, so
+they are drawn once per item count and shared by every comparison of that size; a side's
+replicate is then sum_s c_s (W @ x_s) / k over its seeds s with multinomial seed counts
+c, one small matrix product. Sharing W correlates the Monte Carlo error of comparisons, not
+their validity (Holm holds under any dependence). The bootstrap p cannot go below
+1/(n_boot+1), and Holm multiplies the smallest p by the number of comparisons (~100), which
+would make no bootstrap difference significant at n_boot = 2000. So where the bootstrap
+cannot resolve the p (fewer than `MIN_TAIL` replicates on the far side of 0, i.e. p below
+~0.01) it is taken from the normal approximation of the replicates, 2 * Phi(-|diff| / sd*):
+the two agree where the replicates are near normal (differences of means over hundreds of
+items), and the normal tail goes on below the bootstrap's floor. The intervals are the
+per-comparison 95% percentile intervals, not corrected for multiplicity.
+
+The recommendation (`recommendations`) is made on the *validation* items only: per train
+task the configuration with the best mean validation score, and every other one compared
+with it by the same paired test, Holm-corrected over those tests; a configuration whose
+difference is not significant is statistically indistinguishable from the best.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy.stats import norm
+
+from rankscope.report.data import TEST, VAL, AggScore, ReportData, base_run, done_runs
+from rankscope.report.keys import MethodKey
+from rankscope.report.selection import Group, group_key, selected_lrs
+from rankscope.stats import Comparison, Interval, holm_adjust, mcnemar_exact
+
+N_BOOT = 2000
+"""Bootstrap replicates per comparison: enough for p down to ~1/2000 and stable 95% bounds,
+cheap enough for a full sweep's summary in seconds."""
+
+MIN_TAIL = 10
+"""Below this many replicates beyond 0 the p comes from the normal tail (module docstring)."""
+
+IN, CROSS, RETENTION = "in-domain", "cross-domain", "retention"
+BASE, FULL = "base", "full"
+
+Unit = tuple[str, MethodKey]
+"""(train task, shown key): the group key at its selected lr, or the key with its lr when
+selection was impossible (then every lr is its own unit)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One comparison the summary states: `key` trained on `train_task` minus `reference`."""
+
+    train_task: str
+    key: MethodKey
+    reference: str
+    """'base' (the base model) or 'full' (full SFT of the same train task)."""
+    kind: str
+    """'in-domain', 'cross-domain' or 'retention'."""
+    tasks: tuple[str, ...]
+    comparison: Comparison
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A configuration in the recommendation, with its validation score on the train task."""
+
+    key: MethodKey
+    lr: float | None
+    val: Interval
+    vs_best: Comparison | None = None
+    """This minus the best on the validation items (Holm-adjusted); None for the best and
+    for candidates without validation predictions."""
+
+    @property
+    def indistinguishable(self) -> bool:
+        return self.vs_best is not None and not self.vs_best.significant
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    train_task: str
+    best: Candidate
+    others: list[Candidate]
+
+
+# ------------------------------------------------------------------ the bootstrap
+def _seed(*parts: object) -> int:
+    """A deterministic bootstrap seed per comparison, independent of the others' order."""
+    return zlib.crc32("|".join(map(str, parts)).encode())
+
+
+def _counts(rng: np.random.Generator, reps: int, k: int) -> np.ndarray:
+    """(reps, k) multinomial counts of k draws with replacement from k things (float32)."""
+    draws = rng.integers(0, k, size=(reps, k)) + np.arange(reps)[:, None] * k
+    return np.bincount(draws.ravel(), minlength=reps * k).reshape(reps, k).astype(np.float32)
+
+
+class PairedBootstrap:
+    """`stats.compare` for many comparisons: item-resampling counts shared per item count
+    (see the module docstring); the normal tail below the bootstrap's resolution."""
+
+    def __init__(self, n_boot: int = N_BOOT, level: float = 0.95) -> None:
+        self.n_boot, self.level = n_boot, level
+        self._weights: dict[int, np.ndarray] = {}
+
+    def weights(self, n: int) -> np.ndarray:
+        """(n_boot, n) item counts, drawn once per n (in chunks of ~2M cells)."""
+        if n not in self._weights:
+            rng = np.random.default_rng(_seed("items", n))
+            chunk = max(1, 2_000_000 // n)
+            parts = [
+                _counts(rng, min(chunk, self.n_boot - start), n)
+                for start in range(0, self.n_boot, chunk)
+            ]
+            self._weights[n] = np.concatenate(parts)
+        return self._weights[n]
+
+    def _side(self, per_seed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Per replicate: the resampled seeds' mean of the resampled items' sums."""
+        k = per_seed.shape[1]
+        if k == 1:
+            return per_seed[:, 0].astype(float)
+        return (_counts(rng, self.n_boot, k) * per_seed).sum(axis=1, dtype=float) / k
+
+    def compare(self, a: np.ndarray, b: np.ndarray, seed: int) -> Comparison:
+        """A vs B, (seeds, items) each on the same items: as `stats.compare`."""
+        rng = np.random.default_rng(seed)
+        n, k = a.shape[1], a.shape[0]
+        sums = self.weights(n) @ np.vstack([a, b]).T.astype(np.float32)  # one pass over W
+        d = (self._side(sums[:, :k], rng) - self._side(sums[:, k:], rng)) / n
+        diff = float(a.mean() - b.mean())
+        alpha = 1 - self.level
+        lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])
+        tail = min(np.count_nonzero(d <= 0), np.count_nonzero(d >= 0))
+        p = max(1 / (self.n_boot + 1), min(1.0, 2 * tail / self.n_boot))
+        if tail < MIN_TAIL:  # not resolved by the replicates: the normal tail
+            sd = float(d.std())
+            p = float(2 * norm.sf(abs(diff) / sd)) if sd > 0 else float(diff == 0)
+        test = "bootstrap"
+        binary = np.all((a == 0) | (a == 1)) and np.all((b == 0) | (b == 1))
+        if a.shape[0] == 1 and b.shape[0] == 1 and binary:
+            p, test = mcnemar_exact(a[0], b[0]), "mcnemar"
+        return Comparison(diff, float(lo), float(hi), p, test, n, a.shape[0], b.shape[0])
+
+
+# ------------------------------------------------------------------ paired matrices
+def _items(data: ReportData, run_id: str, tasks: Sequence[str], split: str) -> dict:
+    return {(t, i): v for t in tasks for i, v in data.correct(run_id, t, split).items()}
+
+
+def paired(
+    data: ReportData, a: Sequence[str], b: Sequence[str], tasks: Sequence[str], split: str
+) -> Comparison | None:
+    """mean(A) - mean(B) over the items (of `tasks`, pooled) every run of A and B has; None
+    when there is no such item. A run without any predictions on `tasks` is left out."""
+    rows_a = [x for r in a if (x := _items(data, r, tasks, split))]
+    rows_b = [x for r in b if (x := _items(data, r, tasks, split))]
+    if not rows_a or not rows_b:
+        return None
+    common = set.intersection(*(set(r) for r in rows_a + rows_b))
+    if not common:
+        return None
+    order = sorted(common)
+    ma = np.array([[r[i] for i in order] for r in rows_a], dtype=float)
+    mb = np.array([[r[i] for i in order] for r in rows_b], dtype=float)
+    boot = data.cache.setdefault("bootstrap", PairedBootstrap())
+    return boot.compare(ma, mb, seed=_seed(*a, "vs", *b, *tasks, split))
+
+
+def units(data: ReportData, selected: dict[Group, float | None] | None = None) -> dict:
+    """Unit -> its done runs at the selected lr (every lr its own unit where selection was
+    impossible), in `MethodKey` order."""
+    selected = selected_lrs(data) if selected is None else selected
+    out: dict[Unit, list[str]] = defaultdict(list)
+    for run in done_runs(data.runs):
+        key, task = MethodKey.of(run), run.get("train_task")
+        if key.info.baseline or task is None:
+            continue
+        lr = selected.get((task, group_key(key)))
+        if lr is None:
+            out[(task, key)].append(run["run_id"])
+        elif key.lr == lr:
+            out[(task, group_key(key))].append(run["run_id"])
+    return dict(sorted(out.items(), key=lambda kv: (kv[0][0], kv[0][1].sort_key)))
+
+
+# ------------------------------------------------------------------ the summary's claims
+def _kinds(data: ReportData, train_task: str) -> dict[str, tuple[str, ...]]:
+    ret = data.retention_task
+    cross = tuple(e for e in data.eval_tasks if e not in (train_task, ret))
+    kinds = {IN: (train_task,), CROSS: cross}
+    if ret and ret != train_task:
+        kinds[RETENTION] = (ret,)
+    return {k: v for k, v in kinds.items() if v}
+
+
+def _full_runs(found: dict[Unit, list[str]], train_task: str) -> list[str]:
+    fulls = [(k, r) for (t, k), r in found.items() if t == train_task and k.info.reference]
+    plain = [r for k, r in fulls if not k.variant]
+    return plain[0] if plain else (fulls[0][1] if fulls else [])
+
+
+def _raw_claims(data: ReportData) -> list[Claim]:
+    base = base_run(data.runs)
+    found = units(data)
+    out = []
+    for (task, key), runs in found.items():
+        refs = {BASE: [base["run_id"]] if base else []}
+        if key.info.ranked:
+            refs[FULL] = _full_runs(found, task)
+        for ref, ref_runs in refs.items():
+            for kind, tasks in _kinds(data, task).items():
+                if ref == FULL and kind == CROSS:
+                    continue
+                c = paired(data, runs, ref_runs, tasks, TEST) if ref_runs else None
+                if c is not None:
+                    out.append(Claim(task, key, ref, kind, tasks, c))
+    return out
+
+
+def summary_claims(data: ReportData) -> list[Claim]:
+    """Every comparison the summary states, Holm-corrected together (cached on `data`)."""
+    if "claims" not in data.cache:
+        raw = _raw_claims(data)
+        adjusted = holm_adjust([c.comparison for c in raw])
+        data.cache["claims"] = [
+            replace(c, comparison=a) for c, a in zip(raw, adjusted, strict=True)
+        ]
+    return data.cache["claims"]
+
+
+# ------------------------------------------------------------------ the recommendation
+def _candidate(key: MethodKey, a: AggScore) -> Candidate:
+    return Candidate(key, a.key.lr, a.ci or Interval(a.mean, None, None, a.n_seeds))
+
+
+def _candidates(data: ReportData, task: str, found: dict[Unit, list[str]]) -> list:
+    """(candidate, its runs) for every configuration with validation scores on `task`: the
+    base model, and each tuned unit of `task` (its validation aggregate at the selected lr)."""
+    val = [a for a in data.val_agg if a.task == task]
+    out = [(_candidate(a.key, a), a.run_ids) for a in val if a.key.info.baseline]
+    for (t, key), runs in found.items():
+        mine = [a for a in val if a.train_task == t == task and set(a.run_ids) & set(runs)]
+        if mine:
+            out.append((_candidate(key, mine[0]), runs))
+    return out
+
+
+def recommend(data: ReportData, task: str, found: dict[Unit, list[str]]) -> Recommendation | None:
+    """The best validation configuration for `task` and every other one compared with it."""
+    cands = _candidates(data, task, found)
+    if not cands:
+        return None
+    best, best_runs = max(cands, key=lambda c: c[0].val.est)  # first of ties: MethodKey order
+    others = [(c, r) for c, r in cands if c is not best]
+    tests = [paired(data, r, best_runs, (task,), VAL) for _, r in others]
+    done = [c for c in tests if c is not None]
+    adjusted = iter(holm_adjust(done))
+    rest = [
+        replace(c, vs_best=None if t is None else next(adjusted))
+        for (c, _), t in zip(others, tests, strict=True)
+    ]
+    return Recommendation(task, best, rest)
+
+
+def recommendations(data: ReportData) -> list[Recommendation]:
+    """One recommendation per train task that has validation scores (cached on `data`)."""
+    if "recommendations" not in data.cache:
+        found = units(data)
+        recs = (recommend(data, t, found) for t in data.train_tasks)
+        data.cache["recommendations"] = [r for r in recs if r is not None]
+    return data.cache["recommendations"]
