@@ -312,3 +312,34 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(
         }
         assert tested == set(cfg.tasks.eval)
     store.close()
+
+
+def test_lr_and_alpha_lists_give_their_figures_and_the_selection_table(
+    tmp_path, cache_dir, small_model_dir
+):
+    """Issue 13's command, `--set methods.lora.lr=[...] --set methods.lora.alpha=[2r,16]`,
+    on a real tiny sweep: one run per (alpha, lr, seed), reported at the lr best on
+    validation, with the per-lr and per-alpha figures."""
+    cfg = small_sweep(
+        tmp_path / "out",
+        cache_dir,
+        "seeds=[0,1]",
+        "tasks.eval=[toy-arith, toy-general]",
+        "tasks.max_train_items=24",
+        "tasks.max_eval_items=16",
+        "methods.full.enabled=false",
+        "methods.lora.ranks=[4]",
+        "methods.lora.lr=[1e-3,3e-3]",
+        "methods.lora.alpha=[2r,16]",
+        "train.epochs=1",
+        "analysis.enabled=false",
+        "eval.max_new_tokens=16",
+    )
+    outcome = run_sweep(cfg)
+    assert not outcome.failed and len(outcome.done) == 1 + 2 * 2 * 2
+    assert "toy-arith__lora-r4-a16-lr1e-3__s1" in outcome.done
+    report = cfg.out_dir / "report"
+    assert (report / "figures" / "score_vs_lr.png").is_file()
+    assert (report / "figures" / "score_vs_alpha.png").is_file()
+    md = (report / "report.md").read_text()
+    assert "### Learning rate selection" in md and "**How sure:** 2 seed(s)" in md

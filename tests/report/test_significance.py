@@ -194,6 +194,17 @@ def test_how_sure_line(seeded) -> None:
     assert "items per eval task: tA 300, tX 300, tR 300" in line
     assert "median 95% CI half-width" in line
     assert "mean ± std" not in md
+    # the seed spread: the standard deviation over seeds of in-domain and retention scores
+    sds = [
+        np.std(
+            [a.value for a in seeded.scores if a.run_id.startswith(f"{m}-s") and a.task == t],
+            ddof=1,
+        )
+        for m in ("lora", "full")
+        for t in ("tA", "tR")
+    ]
+    want = f"median {100 * np.median(sds):.1f} pp, largest {100 * max(sds):.1f} pp"
+    assert f"seed-to-seed standard deviation of the in-domain and retention scores: {want}" in line
 
 
 def test_single_seed_says_the_tests_miss_seed_noise(exact) -> None:

@@ -105,7 +105,28 @@ def how_sure_line(data: ReportData) -> str:
             "noise only, not seed noise, and understate the uncertainty."
         )
     median = 100 * statistics.median(widths)
-    return text + f"median 95% CI half-width of a configuration's mean score: {median:.1f} pp."
+    text += f"median 95% CI half-width of a configuration's mean score: {median:.1f} pp"
+    return text + spread_clause(data) + "."
+
+
+def spread_clause(data: ReportData) -> str:
+    """The seed-to-seed standard deviation of the in-domain and retention scores: its median
+    over configurations and the largest, named (what one more seed could move a score by)."""
+    keep = (data.retention_task,)
+    spreads = [
+        (a.std, a)
+        for a in shown_agg(data)
+        if a.std is not None and a.train_task and a.task in (a.train_task, *keep)
+    ]
+    if not spreads:
+        return ""
+    worst_sd, worst = max(spreads, key=lambda x: x[0])
+    median = 100 * statistics.median(sd for sd, _ in spreads)
+    return (
+        f"; seed-to-seed standard deviation of the in-domain and retention scores: median "
+        f"{median:.1f} pp, largest {100 * worst_sd:.1f} pp ({worst.key.prose} trained on "
+        f"{worst.train_task}, scored on {worst.task})"
+    )
 
 
 def reference_lines(data: ReportData) -> list[str]:
