@@ -178,3 +178,27 @@ def test_training_prompts_use_the_chat_template_as_evaluation_does(
         (p,) = prompt_ids(chat_tok, [render_prompt(chat_tok, it.prompt, True)])
         assert row["input_ids"][: len(p)] == p and row["labels"][: len(p)] == [-100] * len(p)
         assert row["input_ids"] != encode([it], tok, 512)[0]["input_ids"]  # it did change
+
+
+def test_truncation_keeps_every_sequence_within_max_seq_len(small_model_dir):
+    """Long prompts are cut from the left so the completion is learned whole; a completion
+    that alone fills the limit leaves no prompt at all (it used to keep the whole prompt,
+    `p[-0:]`, and overflow the limit: issue 14)."""
+    from transformers import AutoTokenizer
+
+    from rankscope.tasks.base import Item
+    from rankscope.train import encode
+
+    tok = AutoTokenizer.from_pretrained(small_model_dir)
+    it = Item("x", "question : what is 3 plus 4 ? answer :", "3 plus 4 is 7 . #### 7")
+    (full,) = encode([it], tok, 512)
+    n_prompt = full["labels"].count(-100)
+    n_completion = len(full["input_ids"]) - n_prompt
+    assert n_prompt > 2 and n_completion > 2
+    for max_len in (n_completion + 2, n_completion, n_completion - 1):
+        (row,) = encode([it], tok, max_len)
+        assert len(row["input_ids"]) == len(row["labels"]) <= max_len
+        learned = [t for t in row["labels"] if t != -100]
+        assert learned == full["input_ids"][n_prompt:][: min(max_len, n_completion)]
+    (two,) = encode([it], tok, n_completion + 2)  # room for two prompt tokens: the last two
+    assert two["input_ids"][:2] == full["input_ids"][n_prompt - 2 : n_prompt]

@@ -55,7 +55,8 @@ def encode(
     for it, p in zip(items, prompting.encode(tok, prompts), strict=True):
         c = tok(" " + it.completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         c = c[:max_len]
-        p = p[-(max_len - len(c)) :] if len(p) + len(c) > max_len else p
+        room = max_len - len(c)  # 0 when the completion alone fills the limit: no prompt
+        p = (p[len(p) - room :] if room else []) if len(p) + len(c) > max_len else p
         ids = p + c
         rows.append(
             {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * len(p) + c}

@@ -168,3 +168,25 @@ def test_runs_are_placed_by_their_columns_not_their_ids(tmp_path: Path) -> None:
     md = render_report(data, [], [])["md"]
     assert "| x | lora r=8 | t | 0 |" in md
     assert "| lora r=4 | 5,000 | 50.000 | 1 | +40.0 |" in md  # trade-offs, by columns
+
+
+def test_tradeoffs_count_a_run_trained_on_the_retention_task_as_in_domain():
+    """MMLU trained on some subjects, retention measured on the others: the MMLU-trained
+    run's MMLU score is its in-domain score, never a retention score (issue 14)."""
+    from rankscope.report.data import aggregate, scores
+
+    runs = [
+        {"run_id": "base", "method": "base", "status": "done", "train_task": None, "seed": 0},
+        {"run_id": "m", "method": "full", "status": "done", "train_task": "mmlu", "seed": 0},
+        {"run_id": "g", "method": "full", "status": "done", "train_task": "gsm8k", "seed": 0},
+    ]
+    value = {("base", "mmlu"): 0.5, ("base", "gsm8k"): 0.1, ("m", "mmlu"): 0.7}
+    value |= {("m", "gsm8k"): 0.1, ("g", "mmlu"): 0.3, ("g", "gsm8k"): 0.4}
+    metrics = [
+        {"run_id": r, "task": t, "metric": "acc", "value": v, "stderr": 0.01, "n": 100}
+        for (r, t), v in value.items()
+    ]
+    (tr,) = tradeoffs(aggregate(scores(runs, metrics)), "mmlu")
+    assert tr.in_domain == pytest.approx(((0.7 - 0.5) + (0.4 - 0.1)) / 2)  # both runs' own task
+    assert tr.retention == pytest.approx(0.3 - 0.5)  # only the run not trained on mmlu
+    assert tr.cross_domain == pytest.approx(0.1 - 0.1)
