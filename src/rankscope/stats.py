@@ -67,6 +67,7 @@ What each piece is for
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -75,6 +76,8 @@ from scipy import stats as _st
 
 ALPHA = 0.05
 _CHUNK_CELLS = 2_000_000
+MIN_TAIL = 10
+"""`PairedBootstrap`: below this many replicates beyond 0 the p is the normal tail."""
 """Replicates are drawn in chunks of about this many (replicate x item) cells (~16 MB of
 float64 per array), so memory stays bounded for large item sets."""
 
@@ -191,6 +194,17 @@ def _boot_diffs(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> np.ndar
     return out
 
 
+def _interval_p(d: np.ndarray, level: float) -> tuple[float, float, int, float]:
+    """(lo, hi, tail, p) of bootstrap replicates `d` of a difference: the percentile
+    interval at `level`, the replicates on the far side of 0, and the two-sided
+    percentile-inversion p floored at 1/(n+1)."""
+    alpha = 1 - level
+    lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])
+    tail = min(np.count_nonzero(d <= 0), np.count_nonzero(d >= 0))
+    p = max(1 / (d.size + 1), min(1.0, 2 * tail / d.size))
+    return float(lo), float(hi), int(tail), float(p)
+
+
 def paired_bootstrap(
     a, b, n_boot: int = 10000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float, float, float]:
@@ -205,12 +219,8 @@ def paired_bootstrap(
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     ma, mb = _pair(a, b)
     diff = float(ma.mean() - mb.mean())
-    d = _boot_diffs(ma, mb, n_boot, seed)
-    alpha = 1 - level
-    lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])
-    tail = min(np.count_nonzero(d <= 0), np.count_nonzero(d >= 0)) / n_boot
-    p = max(1 / (n_boot + 1), min(1.0, 2 * tail))
-    return diff, float(lo), float(hi), float(p)
+    lo, hi, _, p = _interval_p(_boot_diffs(ma, mb, n_boot, seed), level)
+    return diff, lo, hi, p
 
 
 def _binary(x: np.ndarray) -> bool:
@@ -237,19 +247,68 @@ def compare(a, b, n_boot: int = 10000, seed: int = 0) -> Comparison:
     seed against one seed of 0/1 scores, from the bootstrap otherwise."""
     ma, mb = _pair(a, b)
     diff, lo, hi, p = paired_bootstrap(ma, mb, n_boot=n_boot, seed=seed)
+    return _comparison(ma, mb, diff, lo, hi, p)
+
+
+def _comparison(
+    ma: np.ndarray, mb: np.ndarray, diff: float, lo: float, hi: float, p: float
+) -> Comparison:
+    """The Comparison of (seeds, items) matrices: the bootstrap's p, or the exact McNemar p
+    for one seed of 0/1 scores against one."""
     test = "bootstrap"
     if ma.shape[0] == 1 and mb.shape[0] == 1 and _binary(ma) and _binary(mb):
         p, test = mcnemar_exact(ma[0], mb[0]), "mcnemar"
-    return Comparison(
-        diff=diff,
-        lo=lo,
-        hi=hi,
-        p=p,
-        test=test,
-        n_items=int(ma.shape[1]),
-        n_seeds_a=int(ma.shape[0]),
-        n_seeds_b=int(mb.shape[0]),
-    )
+    n_items, (k_a, k_b) = int(ma.shape[1]), (int(ma.shape[0]), int(mb.shape[0]))
+    return Comparison(diff, lo, hi, p, test, n_items, k_a, k_b)
+
+
+class PairedBootstrap:
+    """`compare` for many comparisons at once (a report's summary): the same hierarchical
+    paired bootstrap, percentile interval and McNemar rule, computed in another order. The
+    item-resampling counts W (n_boot x items) depend only on the number of items, so they
+    are drawn once per item count and shared; a side's replicate is then
+    sum_s c_s (W @ x_s) / k over its seeds with multinomial seed counts c. Sharing W
+    correlates the Monte Carlo error of comparisons, not their validity (Holm holds under
+    any dependence). Where fewer than `MIN_TAIL` replicates fall beyond 0 the bootstrap
+    cannot resolve p (its floor is 1/(n_boot+1)), and p is the normal tail of the
+    replicates, 2 Phi(-|diff| / sd*)."""
+
+    def __init__(self, n_boot: int = 2000, level: float = 0.95) -> None:
+        self.n_boot, self.level = n_boot, level
+        self._weights: dict[int, np.ndarray] = {}
+
+    def weights(self, n: int) -> np.ndarray:
+        """(n_boot, n) item counts, drawn once per n (in chunks of ~2M cells)."""
+        if n not in self._weights:
+            rng = np.random.default_rng(zlib.crc32(f"items|{n}".encode()))
+            chunk = max(1, _CHUNK_CELLS // n)
+            parts = [
+                _counts(rng, min(chunk, self.n_boot - start), n).astype(np.float32)
+                for start in range(0, self.n_boot, chunk)
+            ]
+            self._weights[n] = np.concatenate(parts)
+        return self._weights[n]
+
+    def _side(self, per_seed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Per replicate: the resampled seeds' mean of the resampled items' sums."""
+        k = per_seed.shape[1]
+        if k == 1:
+            return per_seed[:, 0].astype(float)
+        counts = _counts(rng, self.n_boot, k).astype(np.float32)
+        return (counts * per_seed).sum(axis=1, dtype=float) / k
+
+    def compare(self, a: np.ndarray, b: np.ndarray, seed: int) -> Comparison:
+        """A vs B, (seeds, items) each on the same items: as `compare`."""
+        rng = np.random.default_rng(seed)
+        n, k = a.shape[1], a.shape[0]
+        sums = self.weights(n) @ np.vstack([a, b]).T.astype(np.float32)  # one pass over W
+        d = (self._side(sums[:, :k], rng) - self._side(sums[:, k:], rng)) / n
+        diff = float(a.mean() - b.mean())
+        lo, hi, tail, p = _interval_p(d, self.level)
+        if tail < MIN_TAIL:  # not resolved by the replicates: the normal tail
+            sd = float(d.std())
+            p = float(2 * _st.norm.sf(abs(diff) / sd)) if sd > 0 else float(diff == 0)
+        return _comparison(a, b, diff, lo, hi, p)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

@@ -22,13 +22,14 @@ from rankscope.report.figures import (
     reference_lines,
     render_figures,
 )
+from rankscope.report.plot import save_figures
 from rankscope.report.sweep_figures import (
+    SWEEP_FIGURES,
     alpha_rules,
     alpha_series,
     fig_score_vs_alpha,
     fig_score_vs_lr,
     lr_series,
-    render_sweep_figures,
 )
 from rankscope.stats import mean_ci
 from rankscope.store import Store
@@ -139,7 +140,7 @@ def test_no_sweep_figures_without_an_lr_or_alpha_axis(tmp_path: Path) -> None:
     data = build(tmp_path / "s.sqlite", lrs=(1e-4,))
     assert fig_score_vs_lr(data) is None
     assert fig_score_vs_alpha(data) is None
-    assert render_sweep_figures(data, tmp_path / "figs") == []
+    assert save_figures(data, tmp_path / "figs", SWEEP_FIGURES) == []
     names = {f.name for f in render_figures(data, tmp_path / "figs")}
     assert "accuracy_vs_rank" in names and not names & {"score_vs_lr", "score_vs_alpha"}
 

@@ -18,21 +18,11 @@ Claims (`summary_claims`), each configuration at its lr selected on validation
 
 Holm's correction runs over all of them together: the summary is one family of claims.
 
-Cost and resolution. `stats.compare` draws a fresh (replicates x items) resampling matrix
-for every comparison; a full sweep's summary makes ~100 comparisons on a few hundred to a
-few thousand items, which took over 10 s. `PairedBootstrap` is the same hierarchical paired
-bootstrap (same percentile interval, same p, same McNemar rule) computed in another order:
-the item-resampling counts W (replicates x items) depend only on the number of items, so
-they are drawn once per item count and shared by every comparison of that size; a side's
-replicate is then sum_s c_s (W @ x_s) / k over its seeds s with multinomial seed counts
-c, one small matrix product. Sharing W correlates the Monte Carlo error of comparisons, not
-their validity (Holm holds under any dependence). The bootstrap p cannot go below
-1/(n_boot+1), and Holm multiplies the smallest p by the number of comparisons (~100), which
-would make no bootstrap difference significant at n_boot = 2000. So where the bootstrap
-cannot resolve the p (fewer than `MIN_TAIL` replicates on the far side of 0, i.e. p below
-~0.01) it is taken from the normal approximation of the replicates, 2 * Phi(-|diff| / sd*):
-the two agree where the replicates are near normal (differences of means over hundreds of
-items), and the normal tail goes on below the bootstrap's floor. The intervals are the
+Cost and resolution. A full sweep's summary makes ~100 comparisons on a few hundred to a few
+thousand items: `stats.PairedBootstrap` computes them with the item resampling shared per
+item count (over 10 s with `stats.compare` each, ~2 s shared), and takes p from the normal
+tail of the replicates where the bootstrap's 1/(n_boot+1) floor would otherwise, after
+Holm's multiplication by ~100, make no difference significant. The intervals are the
 per-comparison 95% percentile intervals, not corrected for multiplicity.
 
 The recommendation (`recommendations`) is made on the *validation* items only: per train
@@ -49,19 +39,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy.stats import norm
 
 from rankscope.report.data import TEST, VAL, AggScore, ReportData, base_run, done_runs
 from rankscope.report.keys import MethodKey
 from rankscope.report.selection import Group, group_key, selected_lrs
-from rankscope.stats import Comparison, Interval, holm_adjust, mcnemar_exact
+from rankscope.stats import Comparison, Interval, PairedBootstrap, holm_adjust
 
 N_BOOT = 2000
 """Bootstrap replicates per comparison: enough for p down to ~1/2000 and stable 95% bounds,
 cheap enough for a full sweep's summary in seconds."""
-
-MIN_TAIL = 10
-"""Below this many replicates beyond 0 the p comes from the normal tail (module docstring)."""
 
 IN, CROSS, RETENTION = "in-domain", "cross-domain", "retention"
 BASE, FULL = "base", "full"
@@ -114,60 +100,6 @@ def _seed(*parts: object) -> int:
     return zlib.crc32("|".join(map(str, parts)).encode())
 
 
-def _counts(rng: np.random.Generator, reps: int, k: int) -> np.ndarray:
-    """(reps, k) multinomial counts of k draws with replacement from k things (float32)."""
-    draws = rng.integers(0, k, size=(reps, k)) + np.arange(reps)[:, None] * k
-    return np.bincount(draws.ravel(), minlength=reps * k).reshape(reps, k).astype(np.float32)
-
-
-class PairedBootstrap:
-    """`stats.compare` for many comparisons: item-resampling counts shared per item count
-    (see the module docstring); the normal tail below the bootstrap's resolution."""
-
-    def __init__(self, n_boot: int = N_BOOT, level: float = 0.95) -> None:
-        self.n_boot, self.level = n_boot, level
-        self._weights: dict[int, np.ndarray] = {}
-
-    def weights(self, n: int) -> np.ndarray:
-        """(n_boot, n) item counts, drawn once per n (in chunks of ~2M cells)."""
-        if n not in self._weights:
-            rng = np.random.default_rng(_seed("items", n))
-            chunk = max(1, 2_000_000 // n)
-            parts = [
-                _counts(rng, min(chunk, self.n_boot - start), n)
-                for start in range(0, self.n_boot, chunk)
-            ]
-            self._weights[n] = np.concatenate(parts)
-        return self._weights[n]
-
-    def _side(self, per_seed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Per replicate: the resampled seeds' mean of the resampled items' sums."""
-        k = per_seed.shape[1]
-        if k == 1:
-            return per_seed[:, 0].astype(float)
-        return (_counts(rng, self.n_boot, k) * per_seed).sum(axis=1, dtype=float) / k
-
-    def compare(self, a: np.ndarray, b: np.ndarray, seed: int) -> Comparison:
-        """A vs B, (seeds, items) each on the same items: as `stats.compare`."""
-        rng = np.random.default_rng(seed)
-        n, k = a.shape[1], a.shape[0]
-        sums = self.weights(n) @ np.vstack([a, b]).T.astype(np.float32)  # one pass over W
-        d = (self._side(sums[:, :k], rng) - self._side(sums[:, k:], rng)) / n
-        diff = float(a.mean() - b.mean())
-        alpha = 1 - self.level
-        lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])
-        tail = min(np.count_nonzero(d <= 0), np.count_nonzero(d >= 0))
-        p = max(1 / (self.n_boot + 1), min(1.0, 2 * tail / self.n_boot))
-        if tail < MIN_TAIL:  # not resolved by the replicates: the normal tail
-            sd = float(d.std())
-            p = float(2 * norm.sf(abs(diff) / sd)) if sd > 0 else float(diff == 0)
-        test = "bootstrap"
-        binary = np.all((a == 0) | (a == 1)) and np.all((b == 0) | (b == 1))
-        if a.shape[0] == 1 and b.shape[0] == 1 and binary:
-            p, test = mcnemar_exact(a[0], b[0]), "mcnemar"
-        return Comparison(diff, float(lo), float(hi), p, test, n, a.shape[0], b.shape[0])
-
-
 # ------------------------------------------------------------------ paired matrices
 def _items(data: ReportData, run_id: str, tasks: Sequence[str], split: str) -> dict:
     return {(t, i): v for t in tasks for i, v in data.correct(run_id, t, split).items()}
@@ -188,7 +120,7 @@ def paired(
     order = sorted(common)
     ma = np.array([[r[i] for i in order] for r in rows_a], dtype=float)
     mb = np.array([[r[i] for i in order] for r in rows_b], dtype=float)
-    boot = data.cache.setdefault("bootstrap", PairedBootstrap())
+    boot = data.cache.setdefault("bootstrap", PairedBootstrap(N_BOOT))
     return boot.compare(ma, mb, seed=_seed(*a, "vs", *b, *tasks, split))
 
 

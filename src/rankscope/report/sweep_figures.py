@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable
-from pathlib import Path
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -30,13 +29,11 @@ from rankscope.report.data import ReportData, done_runs
 from rankscope.report.keys import MethodKey
 from rankscope.report.plot import (
     Builder,
-    FigureOut,
     Point,
     Series,
     draw_series,
     method_colors,
     new_figure,
-    save_figures,
     seeds_note,
     series,
     shared_legend,
@@ -287,8 +284,3 @@ SWEEP_FIGURES: list[tuple[str, str, Builder]] = [
     ("score_vs_lr", "Validation score vs learning rate", fig_score_vs_lr),
     ("score_vs_alpha", "Score vs LoRA α", fig_score_vs_alpha),
 ]
-
-
-def render_sweep_figures(data: ReportData, out_dir: Path) -> list[FigureOut]:
-    """The sweep-axis figures that the sweep has data for (none without an lr or α axis)."""
-    return save_figures(data, out_dir, SWEEP_FIGURES)
