@@ -160,15 +160,6 @@ def test_answer_index_out_of_range(monkeypatch, capsys, tmp_path, tiny_model):
     expect_refusal(monkeypatch, capsys, tmp_path / "out", args, "validation.jsonl:3")
 
 
-def test_train_eval_overlap_names_the_items(monkeypatch, capsys, tmp_path, tiny_model):
-    data = _copy_data(tmp_path)
-    train = (data / "gsm8k" / "train.jsonl").read_text().splitlines()
-    test = data / "gsm8k" / "test.jsonl"
-    test.write_text(test.read_text() + train[3] + "\n")  # a training problem leaks into test
-    args = _real(tiny_model, data)
-    expect_refusal(monkeypatch, capsys, tmp_path / "out", args, "overlap", "gsm8k")
-
-
 def test_output_dir_of_another_sweep(monkeypatch, capsys, tmp_path):
     from rankscope.rundir import STORE_NAME
     from rankscope.store import Store

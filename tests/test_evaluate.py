@@ -122,7 +122,8 @@ def test_per_group_scores_and_micro_average(lm, mmlu_items):
     metrics, preds = eval_mcq(model, tok, mmlu_items, 8, acc_norm=True)
     groups = sorted({it.group for it in mmlu_items})
     assert len(groups) == 6
-    expected = {"acc", "acc_norm"} | {f"{m}|{g}" for m in ("acc", "acc_norm") for g in groups}
+    expected = {"acc", "acc_norm", "gold_logprob"}
+    expected |= {f"{m}|{g}" for m in ("acc", "acc_norm") for g in groups}
     assert set(metrics) == expected
     for g in groups:
         mine = [p for it, p in zip(mmlu_items, preds, strict=True) if it.group == g]
@@ -155,8 +156,43 @@ def test_items_without_groups_get_no_group_metrics(lm, mmlu_items):
     from rankscope.evaluate import eval_mcq
 
     model, tok = lm
-    metrics, _ = eval_mcq(model, tok, [replace(it, group="") for it in mmlu_items[:6]], 8)
-    assert set(metrics) == {"acc"}
+    metrics, preds = eval_mcq(model, tok, [replace(it, group="") for it in mmlu_items[:6]], 8)
+    assert set(metrics) == {"acc", "gold_logprob"}  # no `acc|<group>` rows
+    gold = [p["detail"]["logprobs"]["ABCD".index(p["gold"])] for p in preds]
+    assert metrics["gold_logprob"][0] == pytest.approx(sum(gold) / len(gold), abs=1e-4)
+    assert metrics["gold_logprob"][2] == 6 and max(gold) < 0
+
+
+@pytest.mark.parametrize("task", ["mathqa", "medmcqa"])
+def test_acc_norm_scores_lm_evals_prompt_and_acc_the_letters(lm, task):
+    """acc_norm scores the item's lm-eval prompt and continuations (MathQA: option texts
+    after 'Question: ...\\nAnswer:'; MedMCQA: its letters after its 'Choices:' listing), not
+    the lettered prompt; acc still scores the letters after the lettered prompt."""
+    from dataclasses import replace
+
+    from test_lm_eval_agreement import fixture_items
+
+    from rankscope.evaluate import eval_mcq, norm_by_chars, score_mcq
+
+    model, tok = lm
+    items = fixture_items(task)[:8]
+    assert all(it.norm_prompt and it.norm_prompt != it.prompt for it in items)
+    metrics, preds = eval_mcq(model, tok, items, 3, acc_norm=True)
+    plain = eval_mcq(model, tok, items, 3)[1]
+    assert [p["detail"]["logprobs"] for p in preds] == [p["detail"]["logprobs"] for p in plain]
+    correct = []
+    for it, p in zip(items, preds, strict=True):
+        conts = it.norm_choices or it.choices
+        ref = reference_option_lls(model, tok, replace(it, prompt=it.norm_prompt, choices=conts))
+        assert p["detail"]["option_logprobs"] == pytest.approx(ref, abs=1e-4), it.id
+        normed = norm_by_chars(ref, conts)
+        assert p["detail"]["pred_norm"] == "ABCDE"[normed.index(max(normed))], it.id
+        correct.append(p["detail"]["correct_norm"])
+    assert metrics["acc_norm"][0] == pytest.approx(sum(correct) / len(items))
+    if task == "medmcqa":  # one-letter choices: acc_norm is the letter argmax on its prompt
+        on_norm = score_mcq(model, tok, [replace(it, prompt=it.norm_prompt) for it in items], 3)
+        for p, lps in zip(preds, on_norm, strict=True):
+            assert p["detail"]["option_logprobs"] == pytest.approx(lps, abs=1e-4)
 
 
 CHAT = (
@@ -191,6 +227,34 @@ def test_chat_prompts_wrap_the_template_with_one_bos(lm, mmlu_items):
         tok.chat_template = None
 
 
+def test_chat_wraps_the_acc_norm_prompt_too(lm):
+    from dataclasses import replace
+
+    from test_lm_eval_agreement import fixture_items
+
+    from rankscope.evaluate import evaluate
+    from rankscope.prompting import render_prompt
+    from rankscope.tasks import TASKS
+
+    model, tok = lm
+    tok.chat_template = CHAT
+    try:
+        items = fixture_items("mathqa")[:4]
+        wrapped = [
+            replace(
+                it,
+                prompt=render_prompt(tok, it.prompt, True),
+                norm_prompt=render_prompt(tok, it.norm_prompt, True),
+            )
+            for it in items
+        ]
+        task = TASKS["mathqa"]
+        chat = evaluate(model, tok, task, items, 4, 0, acc_norm=True, chat=True)[1]
+        assert chat == evaluate(model, tok, task, wrapped, 4, 0, acc_norm=True)[1]
+    finally:
+        tok.chat_template = None
+
+
 def test_chat_without_a_template_is_a_config_error(lm):
     from rankscope.errors import ConfigError
     from rankscope.prompting import render_prompt
@@ -207,7 +271,7 @@ def test_generation_stops_early_with_the_same_text(lm):
     from rankscope.tasks import TASKS
 
     model, tok = lm
-    items = fixture_items("gsm8k")[:8]
+    items = fixture_items("gsm8k", gsm8k_shots=0)[:8]
     stops = TASKS["gsm8k"].stop + ("\n",)  # "\n" makes early stops certain
     full = generate(model, tok, items, 4, 40, ())
     cut = generate(model, tok, items, 4, 40, stops)

@@ -120,13 +120,14 @@ def load(model_dir: Path) -> tuple[Any, Any]:
     )
 
 
-def fixture_items(task: str) -> list:
+def fixture_items(task: str, **data: Any) -> list:
+    """The task's test items from the fixture files (DataConfig defaults, or `data`)."""
     import warnings
 
     from rankscope.config import DataConfig
     from rankscope.tasks import TASKS, TaskContext
 
-    ctx = TaskContext(data=DataConfig(source="files", dir=str(FIXTURES)))
+    ctx = TaskContext(data=DataConfig(source="files", dir=str(FIXTURES), **data))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "only 6 of 57 MMLU subjects found"
         return TASKS[task].items("test", ctx)
@@ -152,7 +153,9 @@ def harness_mcq_config(name: str, items: list, norm: bool) -> dict[str, Any]:
 
 def harness_gsm8k_config(name: str, items: list, max_gen_toks: int) -> dict[str, Any]:
     """lm-eval's own gsm8k.yaml (stop strings, strict/flexible filters, exact_match with its
-    regexes_to_ignore), zero-shot, with our items as docs and our gold as the target."""
+    regexes_to_ignore) with our items as docs and our gold as the target; no exemplars added:
+    our prompts already hold theirs (data.gsm8k_shots; tests/tasks/test_gsm8k.py shows they
+    are the text lm-eval builds)."""
     import lm_eval
     import yaml
 
@@ -307,6 +310,96 @@ def test_mmlu_prompt_is_lm_eval_default_mmlu_prompt():
                 assert ours == description + apply_template(template, doc)
                 checked += 1
     assert checked == len(items)
+
+
+# ------------------------------------------------------------------ MathQA, MedMCQA acc_norm
+def harness_own_config(rel: str, name: str, splits: dict[str, list[dict]]) -> dict[str, Any]:
+    """lm-eval's own task config (its prompt, choices, target, metrics; `!function`s
+    resolved), zero-shot, reading `splits` (raw rows) instead of the hub."""
+    import lm_eval
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    conf = load_yaml(Path(lm_eval.__file__).parent / "tasks" / rel)
+    for key in ("tag", "dataset_path", "dataset_name"):
+        conf.pop(key, None)
+    conf.update(
+        task=name,
+        custom_dataset=lambda **_: {k: _dataset(v) for k, v in splits.items()},
+        num_fewshot=0,
+    )
+    return conf
+
+
+def mathqa_lm_eval_parses(row: dict) -> bool:
+    """Whether lm-eval's mathqa option regex splits the row right: not for list-encoded
+    options (it keeps a quote) nor options holding ' , ' (it cuts them there)."""
+    return not row["options"].startswith("[") and row["options"].count(" , ") == 4
+
+
+def medmcqa_doc(row: dict) -> dict:
+    """A fixture (reduced-layout) MedMCQA row in the hub's layout, which lm-eval reads."""
+    opts = dict(zip(("opa", "opb", "opc", "opd"), (c[3:] for c in row["choices"]), strict=True))
+    return {"question": row["question"], **opts, "cop": row["answer"]}
+
+
+@pytest.fixture(scope="module")
+def own_prompt_both(tiny_lm: Path) -> dict[str, tuple[list, dict, list, dict]]:
+    """{task: (items, rankscope metrics, predictions, harness samples)} for MathQA and MedMCQA,
+    the harness running lm-eval's own task configs on the raw fixture rows."""
+    import json
+
+    from rankscope.evaluate import evaluate
+    from rankscope.tasks import TASKS
+
+    test = json.loads((FIXTURES / "mathqa/test.json").read_text())
+    keep = [i for i, r in enumerate(test) if mathqa_lm_eval_parses(r)]
+    math_rows = [test[i] for i in keep]
+    dev = json.loads((FIXTURES / "mathqa/dev.json").read_text())
+    med = [json.loads(line) for line in (FIXTURES / "medmcqa/validation.jsonl").open()]
+    med_items = fixture_items("medmcqa")
+    med_docs = [medmcqa_doc(med[int(it.id.rsplit("/", 1)[1])]) for it in med_items]
+    configs = [
+        harness_own_config(
+            "mathqa/mathqa.yaml",
+            "rs_mathqa",
+            {"train": dev, "validation": math_rows, "test": math_rows},
+        ),
+        harness_own_config(
+            "medmcqa/medmcqa.yaml", "rs_medmcqa", {"train": med_docs, "validation": med_docs}
+        ),
+    ]
+    harness = run_harness(tiny_lm, configs)
+    model, tok = load(tiny_lm)
+    out = {}
+    for task, items in (
+        ("mathqa", [fixture_items("mathqa")[i] for i in keep]),
+        ("medmcqa", med_items),
+    ):
+        metrics, preds = evaluate(model, tok, TASKS[task], items, BATCH, 0, acc_norm=True)
+        out[task] = (items, metrics, preds, harness[f"rs_{task}"])
+    return out
+
+
+@pytest.mark.parametrize("task", ["mathqa", "medmcqa"])
+def test_acc_norm_agrees_with_lm_evals_own_task(own_prompt_both, task):
+    """acc_norm of MathQA and MedMCQA equals lm-eval's `mathqa` / `medmcqa` acc_norm item by
+    item: the same context (its doc_to_text, not our lettered prompt), continuations (MathQA:
+    ' ' + option text; MedMCQA: ' A'..' D'), log-likelihoods and verdicts. MedMCQA's choices
+    are one character each, so there the harness's acc_norm equals its acc."""
+    items, metrics, preds, samples = own_prompt_both[task]
+    assert len(samples) == len(items) >= 15
+    assert len({p["detail"]["pred_norm"] for p in preds}) > 1
+    for i, (it, p) in enumerate(zip(items, preds, strict=True)):
+        s = samples[i]["none"]
+        assert [a[0] for a in s["arguments"]] == [it.norm_prompt] * len(it.choices), it.id
+        conts = it.norm_choices or it.choices
+        assert [a[1] for a in s["arguments"]] == [" " + c for c in conts], it.id
+        assert _lls(s) == pytest.approx(p["detail"]["option_logprobs"], abs=1e-4), it.id
+        assert p["detail"]["correct_norm"] == bool(s["acc_norm"]), it.id
+        if task == "medmcqa":
+            assert s["acc"] == s["acc_norm"]
+    harness_norm = sum(samples[i]["none"]["acc_norm"] for i in samples) / len(samples)
+    assert metrics["acc_norm"][0] == pytest.approx(harness_norm, abs=1e-12)
 
 
 # ------------------------------------------------------------------ GSM8K

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +13,7 @@ from sweep_configs import small_sweep
 from rankscope import methods, preflight
 from rankscope.config import load_config
 from rankscope.identity import RunSpec
-from rankscope.methods import BASE, FULL, LORA, METHODS, load_base
+from rankscope.methods import BASE, FULL, LORA, METHODS, count_params, load_base
 from rankscope.plan import make_plan
 from rankscope.report.keys import MethodKey
 
@@ -119,3 +122,104 @@ def test_full_delta_w_reads_the_saved_weights(small, tmp_path):
 def test_the_analysis_compares_the_adapters_targets():
     cfg = load_config(None, ["methods.lora.target_modules=[q_proj, v_proj]"])
     assert methods.analysed_targets(cfg) == ["q_proj", "v_proj"]
+
+
+# ------------------------------------------------------------- DoRA and PiSSA
+
+
+def _perturbed(cfg, variant: str):
+    """A LoRA `variant` model as training leaves it: factors moved off their init (B ≠ 0) and,
+    for DoRA, magnitudes off ‖W₀‖ per row; in eval mode (no dropout)."""
+    run_id = f"toy-arith__{variant}-r4-a8-lr1e-3__s0"
+    run = RunSpec(run_id, "lora", "toy-arith", 0, 4, 8.0, 1e-3, variant)
+    model = LORA.prepare(load_base(cfg.model)[0], run, cfg)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_magnitude_vector" in name:
+                p.mul_(1.0 + 0.3 * torch.randn_like(p))
+            elif "lora_" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return run, model.eval()
+
+
+def _adapted_names(model) -> list[str]:
+    return [n for n, m in model.get_base_model().named_modules() if hasattr(m, "lora_A")]
+
+
+def _merged_delta(model, base, names):
+    """(W₀ of `names` from the untouched base, merged weight − W₀ as peft merges the model)."""
+    mods = dict(base.named_modules())
+    w0 = {n: mods[n].weight.detach().double() for n in names}
+    merged = dict(copy.deepcopy(model).merge_and_unload().named_modules())
+    return w0, {n: merged[n].weight.detach().double() - w0[n] for n in names}
+
+
+def _logits(model, tok):
+    ids = tok("What is 12 + 7? Name a bone of the arm.", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def test_dora_delta_w_includes_the_magnitude_rescaling(small, tmp_path):
+    """ΔW of DoRA is m·(W₀ + sBA)/‖W₀ + sBA‖ − W₀, what peft merges, not peft's
+    `get_delta_weight` (= sBA), which leaves the magnitude out."""
+    cfg, base, tok, _, _ = small
+    _, model = _perturbed(cfg, "dora")
+    LORA.save(model, tok, tmp_path)
+    names = _adapted_names(model)
+    w0, want = _merged_delta(model, base, names)
+    got = {n: d for n, d, _ in LORA.delta_w(tmp_path, base, names, w0)}
+    assert set(got) == set(names)
+    for n in names:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-5, atol=1e-6)
+    # and W₀ + ΔW is the model: the base with those weights gives the adapter's logits
+    plain = load_base(cfg.model)[0].eval()
+    mods = dict(plain.named_modules())
+    with torch.no_grad():
+        for n in names:
+            mods[n].weight.copy_((w0[n] + got[n]).float())
+    torch.testing.assert_close(_logits(plain, tok), _logits(model, tok), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["pissa", "dora-pissa"])
+def test_pissa_is_saved_as_an_adapter_on_the_untouched_base(small, tmp_path, variant):
+    """PiSSA trains on W₀ − s·B₀A₀; the saved adapter is converted to rank 2r on W₀, so the
+    loaded model keeps W₀, gives the trained model's logits, and ΔW = merged − W₀."""
+    cfg, base, tok, _, _ = small
+    run, model = _perturbed(cfg, variant)
+    trained = _logits(model, tok)
+    LORA.save(model, tok, tmp_path)
+    names = _adapted_names(model)
+    w0, want = _merged_delta(model, base, names)
+
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert saved["r"] == 2 * run.rank and saved["init_lora_weights"] is True
+    loaded = LORA.load(load_base(cfg.model)[0], tmp_path, cfg.model).eval()
+    layers = dict(loaded.get_base_model().named_modules())
+    for n in names:  # the base weights are W₀, not PiSSA's residual
+        assert torch.equal(layers[n].get_base_layer().weight.detach().double(), w0[n])
+    torch.testing.assert_close(_logits(loaded, tok), trained, rtol=1e-4, atol=1e-4)
+
+    deltas = {n: (d, sv) for n, d, sv in LORA.delta_w(tmp_path, base, names, w0)}
+    for n in names:
+        delta, sv = deltas[n]
+        torch.testing.assert_close(delta, want[n], rtol=1e-5, atol=1e-6)
+        if sv is not None:  # from the 2r factors: ΔW's spectrum, rank ≤ 2r
+            top = np.linalg.svd(want[n].numpy(), compute_uv=False)[: len(sv)]
+            np.testing.assert_allclose(np.asarray(sv), top, rtol=1e-4, atol=1e-5)
+    # the trained parameters are still the rank-r ones
+    assert LORA.trainable_params(base, run, cfg) == count_params(model)[0]
+
+
+def test_delta_w_of_an_unconverted_pissa_adapter(small, tmp_path):
+    """An adapter saved as trained (before the conversion, or gathered by FSDP) still gives
+    ΔW against W₀: peft re-applies the residual at load, and the shift is part of ΔW."""
+    cfg, base, tok, _, _ = small
+    _, model = _perturbed(cfg, "pissa")
+    model.save_pretrained(tmp_path / "adapter")
+    names = _adapted_names(model)
+    w0, want = _merged_delta(model, base, names)
+    for n, delta, sv in LORA.delta_w(tmp_path, base, names, w0):
+        torch.testing.assert_close(delta, want[n], rtol=1e-5, atol=1e-6)
+        assert sv is None  # not s·B·A: a dense SVD is needed

@@ -108,14 +108,43 @@ def test_config_hashes_are_pinned():
         ],
     )
     got = {(r.run_id, config_hash(r, c)) for c in (plain, variant) for r in make_plan(c)[:3]}
+    # issue 14: data.gsm8k_shots joined the data section (every hash), the eval section names
+    # the prompt version and eval.kl_texts, and trained runs name their decontaminated
+    # training data (`train_data`)
     assert got == {
-        ("base", "42ea4073e9295a67"),
-        ("toy-med__full-lr1e-3__s0", "9f8d5301cc7087c4"),
-        ("toy-med__lora-r8-a16-lr1e-3__s0", "5a88e72e6a71545a"),
-        ("base", "f3e7327454b5873a"),
-        ("toy-med__full-lr1e-3__s1", "07e268354ff97241"),
-        ("toy-med__rslora-dora-pissa-r8-a16-lr1e-3__s1", "6bf43a84d3bbeb18"),
+        ("base", "3ea5dce73fbfe588"),
+        ("toy-med__full-lr1e-3__s0", "977c8afd1702efdb"),
+        ("toy-med__lora-r8-a16-lr1e-3__s0", "71761c450bc5ae5c"),
+        ("base", "3be9a8b4307276d5"),
+        ("toy-med__full-lr1e-3__s1", "37d63608d5a981f1"),
+        ("toy-med__rslora-dora-pissa-r8-a16-lr1e-3__s1", "310edc2cec0171c3"),
     }
+
+
+def test_a_subset_and_decontamination_are_part_of_the_hash():
+    """A run on a subset records how the subset was drawn (a cached run on the first N items,
+    the old rule, is not reused), and a trained run the rule that dropped its contaminated
+    training items and the eval tasks it was checked against."""
+    from rankscope.decontam import RULE
+    from rankscope.plan import identity
+    from rankscope.tasks.base import SUBSET_RULE
+
+    sets = ["tasks.train=[toy-med]", "tasks.max_eval_items=64", "tasks.max_train_items=128"]
+    cfg = load_config(None, sets)
+    base, full = make_plan(cfg)[:2]
+    assert identity(base, cfg)["eval"]["subset"] == SUBSET_RULE
+    assert "train_data" not in identity(base, cfg)  # the base model trains on nothing
+    assert identity(full, cfg)["train_data"] == {
+        "decontam": RULE,
+        "against": sorted(cfg.tasks.eval),
+        "subset": SUBSET_RULE,
+    }
+    fewer = load_config(None, [*sets, "tasks.eval=[toy-general, toy-med]"])
+    assert config_hash(full, cfg) != config_hash(full, fewer)  # other items checked against
+    assert config_hash(base, cfg) == config_hash(base, fewer)
+    whole = load_config(None, ["tasks.train=[toy-med]"])
+    assert "subset" not in identity(base, whole)["eval"]
+    assert "subset" not in identity(full, whole)["train_data"]
 
 
 def test_variant_is_part_of_the_id_and_a_typed_column():

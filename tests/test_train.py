@@ -202,3 +202,29 @@ def test_truncation_keeps_every_sequence_within_max_seq_len(small_model_dir):
         assert learned == full["input_ids"][n_prompt:][: min(max_len, n_completion)]
     (two,) = encode([it], tok, n_completion + 2)  # room for two prompt tokens: the last two
     assert two["input_ids"][:2] == full["input_ids"][n_prompt - 2 : n_prompt]
+
+
+def test_full_sft_of_a_bf16_model_keeps_fp32_master_weights(tmp_path, cache_dir, small_model_dir):
+    """train.precision: bf16 on a model loaded in bf16: the trained weights are fp32 (so a
+    small AdamW step is not rounded away), and a step far below bf16 resolution moves them."""
+    cfg, _, items, tok, _ = _setup(
+        tmp_path,
+        cache_dir,
+        "model.dtype=bfloat16",
+        "train.precision=bf16",
+        "train.epochs=1",
+        "train.save_steps=0",
+        "methods.lora.enabled=false",
+        "methods.full.enabled=true",
+    )
+    (run,) = make_plan(cfg)
+    model = METHODS["full"].prepare(load_base(cfg.model)[0], run, cfg)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    before = {k: v.detach().float().clone() for k, v in model.named_parameters()}
+    rec = train(model, tok, items, cfg, 1e-6, run.seed, tmp_path / "w")
+    assert math.isfinite(rec["final_train_loss"])
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    # 8 steps of ~1e-6 each: far below the bf16 spacing (2^-8 relative) of weights ~1e-2,
+    # so with bf16 weights they would round away entirely; the fp32 master keeps them.
+    moved = [k for k, v in model.named_parameters() if not torch.equal(before[k], v.detach())]
+    assert len(moved) > len(before) // 2

@@ -1,8 +1,9 @@
 """The analyze stage: spectral analysis of ΔW and attention analysis, rows into the store.
 
 Per run and module: W₀ from the base model, W₁ = W₀ + ΔW with ΔW read by the run's method
-(`Method.delta_w`: peft's `get_delta_weight` for LoRA, whose spectrum comes from its factors;
-the saved weights for full SFT). W₀'s SVD is computed once per base model and shared by all
+(`Method.delta_w`: s·B·A for LoRA, whose spectrum comes from its factors; DoRA's with its
+magnitude rescaling; PiSSA's as saved, converted to an adapter on the untouched W₀; the
+saved weights for full SFT). W₀'s SVD is computed once per base model and shared by all
 runs. Each (run, module) is stored in one transaction, so the stage resumes per module.
 
 `rankscope.analysis.spectral` (scipy) and `rankscope.analysis.attention` (torch) are imported
@@ -13,6 +14,8 @@ must not pay for them.
 from __future__ import annotations
 
 import random
+from collections import defaultdict
+from itertools import islice, zip_longest
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +28,7 @@ from rankscope.models import load_base
 from rankscope.plan import RunSpec
 from rankscope.rundir import AnalysisFiles
 from rankscope.tasks import TASKS
+from rankscope.tasks.base import Item
 
 Row = tuple[str, str, str, int, int, str, float]  # run_id, kind, module, layer, head, metric, value
 
@@ -162,6 +166,7 @@ def attention_rows(run: RunSpec, model: Any, base: Any, batches: list, store: Ro
 
 
 def top_heads(store: Rows, run_id: str, n: int) -> list[tuple[int, int]]:
+    """The run's n heads whose attention moved most from the base model's (JS divergence)."""
     rows = [
         r for r in store.analysis("attention") if r["run_id"] == run_id and r["metric"] == "js_div"
     ]
@@ -169,42 +174,167 @@ def top_heads(store: Rows, run_id: str, n: int) -> list[tuple[int, int]]:
     return [(r["layer"], r["head"]) for r in rows[:n]]
 
 
+def random_heads(
+    store: Rows, run_id: str, exclude: list[tuple[int, int]], n: int, seed: str
+) -> list[tuple[int, int]]:
+    """n heads drawn (seeded) from the run's heads other than ``exclude``: the control.
+
+    Zeroing *any* n heads costs some accuracy, so a top-head drop means something only next
+    to the drop of as many heads that were not chosen for having changed.
+    """
+    heads = {
+        (r["layer"], r["head"])
+        for r in store.analysis("attention")
+        if r["run_id"] == run_id and r["head"] >= 0
+    }
+    pool = sorted(heads - set(exclude))
+    return sorted(random.Random(seed).sample(pool, min(n, len(pool))))
+
+
+def stratified_sample(items: list[Item], n: int, seed: str) -> list[Item]:
+    """Up to n items, round-robin over `Item.group` in a seeded order, seeded within groups.
+
+    Eval files are grouped (MMLU by subject), so the first n items would be one subject; this
+    spreads the sample over every group, and a seed that names no run gives every run of a
+    sweep the same items, so their ablation scores are paired.
+    """
+    rng = random.Random(seed)
+    groups: dict[str, list[Item]] = defaultdict(list)
+    for it in items:
+        groups[it.group].append(it)
+    queues = [rng.sample(groups[g], len(groups[g])) for g in sorted(groups)]
+    rng.shuffle(queues)  # which groups get one item more when n is not a multiple
+    interleaved = (it for rnd in zip_longest(*queues) for it in rnd if it is not None)
+    return list(islice(interleaved, n))
+
+
+ABLATION = ("ablation", "heads")
+"""(kind, module) of the head-ablation rows."""
+
+# The heads a condition zeroes, by name: none (the reference), top (most changed), random.
+HeadSets = dict[str, list[tuple[int, int]]]
+
+
+def ablation_metric(stat: str, model: str, heads: str, task: str) -> str:
+    """Metric name of an ablation row: ``<stat>:<model>:<heads>:<task>``.
+
+    stat: acc | se (item-level standard error) | delta | delta_lo | delta_hi | delta_p (the
+    paired change vs the unablated model, its 95% bootstrap interval and p); model: tuned |
+    base; heads: none | top | random, and ``top-random`` for the deltas of the top heads'
+    accuracy minus the random heads' (is zeroing the changed heads worse than chance heads?).
+    """
+    return f"{stat}:{model}:{heads}:{task}"
+
+
+def head_sets(store: Rows, run: RunSpec, cfg: SweepConfig) -> HeadSets:
+    """The run's ablation conditions: no head, its top-H heads by JS, H seeded random others.
+
+    The random draw is seeded by the sweep and the top heads, not the run: runs whose top
+    heads agree share their control, and the base model's scores with it (`_BASE_SCORES`).
+    """
+    n = cfg.analysis.ablate_top
+    top = top_heads(store, run.run_id, n)
+    seed = f"ablation-heads/{cfg.seeds[0]}/{sorted(top)}"
+    return {"none": [], "top": top, "random": random_heads(store, run.run_id, top, n, seed)}
+
+
+def _item_scores(model: Any, tok: Any, task: Any, items: list, cfg: SweepConfig) -> list[float]:
+    """Per-item 0/1 of the task's headline metric (acc, or strict exact match), as evaluate
+    scores it: the item vectors the paired comparisons need."""
+    e = cfg.eval
+    preds = evaluate(
+        model, tok, task, items, e.batch_size, e.max_new_tokens, chat=cfg.data.chat_template
+    )[1]
+    return [float(p["correct"]) for p in preds]
+
+
+_BASE_SCORES: dict[tuple, list[float]] = {}
+"""Per-item scores of the untouched base model by (model, eval settings, task, items, zeroed
+heads): every run's unablated base condition is the same, and so is any ablation two runs
+share, so a process analysing several runs scores each once (the base model's generations
+run to max_new_tokens where a tuned model's stop early: they are the costly ones)."""
+
+
+def _base_key(cfg: SweepConfig, task: Any, items: list[Item], zeroed: list) -> tuple:
+    """What the base model's per-item scores depend on: the model, how items are built and
+    scored (data and eval settings), which items, which heads are zeroed."""
+    ids = tuple(it.id for it in items)
+    return (repr(cfg.model), repr(cfg.data), repr(cfg.eval), task.name, ids, tuple(sorted(zeroed)))
+
+
+def _scores(
+    name: str, model: Any, tok: Any, task: Any, items: list, cfg: SweepConfig, heads: HeadSets
+) -> dict[str, list[float]]:
+    """Per-item scores of ``model`` with each head set zeroed; memoised for the base model."""
+    from rankscope.analysis.attention import ablate_heads
+
+    out: dict[str, list[float]] = {}
+    for label, zeroed in heads.items():
+        key = _base_key(cfg, task, items, zeroed)
+        if name == "base" and key in _BASE_SCORES:
+            out[label] = _BASE_SCORES[key]
+            continue
+        with ablate_heads(model, zeroed):
+            out[label] = _item_scores(model, tok, task, items, cfg)
+        if name == "base":
+            _BASE_SCORES[key] = out[label]
+    return out
+
+
+def _paired(prefix: tuple[str, str, str], a: list[float], b: list[float]) -> dict[str, float]:
+    """mean(a) - mean(b) on the same items with its CI and p (`stats.compare`), as metrics."""
+    from rankscope.stats import compare
+
+    c = compare(a, b)
+    vals = {"delta": c.diff, "delta_lo": c.lo, "delta_hi": c.hi, "delta_p": c.p}
+    return {ablation_metric(k, *prefix): v for k, v in vals.items()}
+
+
+def condition_metrics(task: str, model: str, scores: dict[str, list[float]]) -> dict[str, float]:
+    """Accuracy and item SE of each head set, and each ablation's paired change."""
+    from rankscope.stats import item_se
+
+    out: dict[str, float] = {}
+    for heads, correct in scores.items():
+        out[ablation_metric("acc", model, heads, task)] = float(np.mean(correct))
+        out[ablation_metric("se", model, heads, task)] = item_se(correct)
+    for heads in ("top", "random"):
+        out |= _paired((model, heads, task), scores[heads], scores["none"])
+    out |= _paired((model, "top-random", task), scores["top"], scores["random"])
+    return out
+
+
 def ablation_rows(
     run: RunSpec,
-    model: Any,
+    models: dict[str, Any],
     tok: Any,
     tasks: list[tuple[Any, list]],
     store: Rows,
     cfg: SweepConfig,
 ) -> None:
-    """Zero each of the top-H most-changed heads; store the accuracy change per task."""
-    from rankscope.analysis.attention import ablate_heads
+    """Zero the run's top-H most-changed heads together, and H random other heads; score each.
 
-    if (
-        not methods.get(run.method).trains
-        or cfg.analysis.ablate_top == 0
-        or store.has_analysis(run.run_id, "ablation")
-    ):
+    ``models`` maps "tuned" (the run's model) and "base" to models: the same heads zeroed in
+    the base model tell whether they mattered before training too. Every condition scores the
+    same items, so each change is a paired comparison with an interval. Rows go under
+    `ABLATION`: per condition its accuracy, item SE and change (`ablation_metric`), and one
+    ``ablated:<set>`` row per zeroed head. Three head sets x two models = six evaluations per
+    task, fewer when base-model conditions repeat (the single-head ablation it replaces ran
+    1 + H on the tuned model).
+    """
+    trains = methods.get(run.method).trains
+    if not trains or cfg.analysis.ablate_top == 0 or store.has_analysis(run.run_id, *ABLATION):
         return
-    rows = []
+    heads = head_sets(store, run, cfg)
+    values: dict[str, float] = {}
     for task, items in tasks:
-        before = _primary_score(model, tok, task, items, cfg)
-        for layer, head in top_heads(store, run.run_id, cfg.analysis.ablate_top):
-            with ablate_heads(model, [(layer, head)]):
-                after = _primary_score(model, tok, task, items, cfg)
-            rows.append(
-                (run.run_id, "ablation", "attn", layer, head, f"delta:{task.name}", after - before)
-            )
+        for name, model in models.items():
+            scores = _scores(name, model, tok, task, items, cfg, heads)
+            values |= condition_metrics(task.name, name, scores)
+    rows = [(run.run_id, *ABLATION, -1, -1, k, float(v)) for k, v in values.items()]
+    for label in ("top", "random"):
+        rows += [(run.run_id, *ABLATION, la, h, f"ablated:{label}", 1.0) for la, h in heads[label]]
     store.save_analysis(rows)
-
-
-def _primary_score(model: Any, tok: Any, task: Any, items: list, cfg: SweepConfig) -> float:
-    """The task's headline metric (acc, or strict exact match), scored as evaluate scores it."""
-    e = cfg.eval
-    m = evaluate(
-        model, tok, task, items, e.batch_size, e.max_new_tokens, chat=cfg.data.chat_template
-    )[0]
-    return m["acc"][0] if "acc" in m else m["em_strict"][0]
 
 
 def ablation_tasks(run: RunSpec, cfg: SweepConfig, items: dict[str, list]) -> list[str]:
@@ -212,6 +342,18 @@ def ablation_tasks(run: RunSpec, cfg: SweepConfig, items: dict[str, list]) -> li
     others = [t for t in cfg.tasks.eval if t not in (run.train_task, cfg.tasks.retention)]
     chosen = [run.train_task] if run.train_task in items else []
     return chosen + [others[0] if others else cfg.tasks.retention]
+
+
+def ablation_items(
+    run: RunSpec, cfg: SweepConfig, items: dict[str, list[Item]]
+) -> list[tuple[Any, list[Item]]]:
+    """(task, items) the run's head ablation scores: `analysis.ablation_items` per task,
+    stratified by group with a seed that names no run (`stratified_sample`)."""
+    n = cfg.analysis.ablation_items
+    return [
+        (TASKS[t], stratified_sample(items[t], n, f"ablation-items/{cfg.seeds[0]}/{t}"))
+        for t in ablation_tasks(run, cfg, items)
+    ]
 
 
 def analyze_run(
@@ -234,9 +376,8 @@ def analyze_run(
     trains = methods.get(run.method).trains
     model = methods.load_for_eval(run, run_dir, cfg.model)[0] if trains else base
     attention_rows(run, model, base, batches, store)
-    n = cfg.analysis.ablation_items
-    tasks = [(TASKS[t], items[t][:n]) for t in ablation_tasks(run, cfg, items)]
-    ablation_rows(run, model, tok, tasks, store, cfg)
+    tasks = ablation_items(run, cfg, items)
+    ablation_rows(run, {"tuned": model, "base": base}, tok, tasks, store, cfg)
 
 
 def analyze_unit(run: RunSpec, run_dir: Path, cfg: SweepConfig, items: dict[str, list]) -> None:

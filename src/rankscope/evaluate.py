@@ -3,8 +3,11 @@
 MCQ `acc`: one forward pass per question scores every letter (the letters are single tokens
 after the prompt), batches sorted by length. MCQ `acc_norm` (on request): the summed
 log-likelihood of each option text as a continuation of the prompt, divided by its length in
-characters, one forward pass per (question, option). Generation: greedy, stop strings,
-strict (`#### N`) and flexible (last number) extraction. Items with a `group` (an MMLU
+characters, one forward pass per (question, option); where the benchmark's lm-eval task
+scores acc_norm on a prompt of its own (`Item.norm_prompt` / `norm_choices`: MathQA, MedMCQA)
+that prompt and its continuations are scored, so the number compares with lm-eval's.
+Generation: greedy, stop strings, strict (`#### N`) and flexible (last number) extraction,
+both stored (`em_strict`, `em_flexible`). Items with a `group` (an MMLU
 subject) also get per-group scores. Per-item predictions are returned for paired tests.
 
 Tokenisation, continuation splitting and padding follow lm-evaluation-harness 0.4.13's HFLM,
@@ -177,6 +180,14 @@ def argmax(xs: list[float]) -> int:
     return max(range(len(xs)), key=xs.__getitem__)
 
 
+def norm_view(it: Item) -> Item:
+    """The item as acc_norm scores it: lm-eval's prompt and continuations where the item has
+    them (`norm_prompt`, `norm_choices`), else its own prompt and option texts."""
+    if not it.norm_prompt:
+        return it
+    return replace(it, prompt=it.norm_prompt, choices=it.norm_choices or it.choices)
+
+
 def norm_by_chars(lls: list[float], choices: tuple[str, ...]) -> list[float]:
     """lm-eval's acc_norm scores: log-likelihood / characters of the option text. An empty
     option counts as one character (lm-eval would divide by zero)."""
@@ -208,17 +219,21 @@ def eval_mcq(
     *,
     acc_norm: bool = False,
 ) -> tuple[Metrics, list[dict]]:
-    """`acc` by answer letter (and `acc_norm` by option text when asked), overall and per
-    group, with per-item predictions."""
-    acc_norm = acc_norm and all(it.choices for it in items)  # needs every item's option texts
+    """`acc` by answer letter (and `acc_norm` by option text when asked, on `norm_view`),
+    overall and per group, with per-item predictions."""
+    views = [norm_view(it) for it in items]
+    acc_norm = acc_norm and all(v.choices for v in views)  # needs every item's option texts
     letter_progress = None if acc_norm else progress  # acc_norm's pass is the long one
     scores = score_mcq(model, tok, items, batch_size, letter_progress)
     preds = [_mcq_pred(it, s) for it, s in zip(items, scores, strict=True)]
     metrics = _metric(items, "acc", [float(p["correct"]) for p in preds])
+    # the gold letter's log-probability: continuous, so it shows a change near chance too
+    gold = [s[it.gold] for it, s in zip(items, scores, strict=True)]
+    metrics["gold_logprob"] = (*mean_stderr(gold), len(items))
     if acc_norm:
-        lls = score_options(model, tok, items, batch_size, progress)
+        lls = score_options(model, tok, views, batch_size, progress)
         norm_ok = []
-        for it, p, ll in zip(items, preds, lls, strict=True):
+        for it, p, ll in zip(views, preds, lls, strict=True):
             k = argmax(norm_by_chars(ll, it.choices))
             norm_ok.append(float(k == it.gold))
             p["detail"].update(
@@ -332,6 +347,12 @@ def eval_gen(
     return {**_metric(items, "em_strict", strict), **_metric(items, "em_flexible", flex)}, preds
 
 
+def _chat(tok: Any, it: Item) -> Item:
+    """The item with its prompts (and acc_norm prompt, if any) in the chat template."""
+    norm = it.norm_prompt and render_prompt(tok, it.norm_prompt, True)
+    return replace(it, prompt=render_prompt(tok, it.prompt, True), norm_prompt=norm)
+
+
 def evaluate(
     model: Any,
     tok: Any,
@@ -349,7 +370,7 @@ def evaluate(
     `acc_norm` adds option-text scoring to MCQ tasks whose items have option texts; `chat`
     wraps every prompt in the tokenizer's chat template (as training must, see prompting)."""
     if chat:
-        items = [replace(it, prompt=render_prompt(tok, it.prompt, True)) for it in items]
+        items = [_chat(tok, it) for it in items]
     if task.kind == "mcq":
         return eval_mcq(model, tok, items, batch_size, progress, acc_norm=acc_norm)
     return eval_gen(model, tok, task, items, batch_size, max_new_tokens, progress)

@@ -21,7 +21,7 @@ fitted without touching this module)."""
 def write_fits(store: Store) -> None:
     """Fit mean ‖ΔW‖_F against rank per (train task, method, variant) and module type (and
     'all', every module), from the finished runs' spectral rows."""
-    from rankscope.analysis.spectral import fit_norm_vs_rank  # scipy: only when fitting
+    from rankscope.analysis.rank_fits import fit_norm_vs_rank
 
     runs = {
         r["run_id"]: r

@@ -19,9 +19,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from rankscope.config import SweepConfig
+from rankscope.decontam import RULE as DECONTAM_RULE
+from rankscope.tasks.base import SUBSET_RULE
 from rankscope.world.spec import WORLD_VERSION, spec_for
 
 BASE_RUN_ID = "base"
+
+PROMPT_VERSION = 2
+"""Bump when a task's prompts, completions or scoring change in code (issue 14: GSM8K
+few-shot, lm-eval's acc_norm prompts, MathQA rationale first, gold log-prob and KL
+metrics), so runs evaluated the old way are not reused."""
 
 
 def fmt_lr(lr: float) -> str:
@@ -59,8 +66,25 @@ def run_identity(run: RunSpec, cfg: SweepConfig, method_fields: Mapping[str, Any
         "max_eval_items": cfg.tasks.max_eval_items,
         "max_new_tokens": cfg.eval.max_new_tokens,
         "acc_norm": cfg.eval.acc_norm,
+        "prompts": PROMPT_VERSION,
+        "kl_texts": cfg.eval.kl_texts,
     }
+    if "mmlu" in cfg.tasks.eval:  # its subjects leave out every training task's domain
+        ident["eval"]["mmlu_domains_of"] = sorted(cfg.tasks.train)
+    if cfg.tasks.max_eval_items:  # which items a subset holds, not only how many
+        ident["eval"]["subset"] = SUBSET_RULE
+    if run.train_task is not None:
+        ident["train_data"] = train_data_identity(cfg)
     return ident
+
+
+def train_data_identity(cfg: SweepConfig) -> dict[str, Any]:
+    """What decides a trained run's items beyond the task: the items dropped for overlapping
+    an eval task's test items (so the eval tasks themselves), and how a subset is drawn."""
+    out: dict[str, Any] = {"decontam": DECONTAM_RULE, "against": sorted(cfg.tasks.eval)}
+    if cfg.tasks.max_train_items:
+        out["subset"] = SUBSET_RULE
+    return out
 
 
 def hash_identity(ident: Mapping[str, Any]) -> str:

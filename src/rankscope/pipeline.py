@@ -24,7 +24,7 @@ from rankscope.libs import quiet_libraries
 from rankscope.models import resolve_model_path
 from rankscope.plan import BASE_RUN_ID, RunSpec, make_plan
 from rankscope.preflight import check_model_fits
-from rankscope.rundir import STORE_NAME, RunState, SweepDir
+from rankscope.rundir import STORE_NAME, RunState, SweepDir, read_text
 from rankscope.runner import analyze_done_run
 from rankscope.stages import Stages
 from rankscope.store import Store, ingest_run
@@ -90,7 +90,10 @@ def toy_world_warnings(cfg: SweepConfig, store: Store) -> list[str]:
     return out
 
 
-def _write_meta(store: Store, cfg: SweepConfig) -> None:
+def _write_meta(store: Store, cfg: SweepConfig, out: SweepDir) -> None:
+    """The sweep's facts the report reads: its config, tasks and what decontamination
+    dropped from training (`<out>/decontamination.json`, when the sweep wrote one)."""
+    decontam = read_text(out.decontam_file)
     store.set_meta(
         {
             "sweep_name": cfg.name,
@@ -98,14 +101,15 @@ def _write_meta(store: Store, cfg: SweepConfig) -> None:
             "retention_task": cfg.tasks.retention,
             "eval_tasks": json.dumps(cfg.tasks.eval),
             "train_tasks": json.dumps(cfg.tasks.train),
+            **({"decontamination": decontam} if decontam else {}),
         }
     )
 
 
 def _preflight(sweep: Sweep) -> list[RunSpec]:
     """The plan, once every check that needs no output has passed: nothing is written when
-    an eval item leaks into training data, the model cannot load, or a LoRA target or rank
-    does not fit it."""
+    the model cannot load, or a LoRA target or rank does not fit it. Training items that
+    overlap an eval item are dropped here (`Sweep.check_leaks`), not refused."""
     sweep.check_leaks()
     runs = make_plan(sweep.cfg)
     if sweep.cfg.model.name != "toy":
@@ -130,7 +134,8 @@ def run_sweep(
     outcome = SweepOutcome(sweep.out)
     with hold(sweep.out), closing(Store(sweep.dir.store_path)) as store:  # one driver at a time
         guard_output_dir(store, cfg, runs, force)
-        _write_meta(store, cfg)
+        sweep.write_decontamination()  # what the report states was dropped from training
+        _write_meta(store, cfg, sweep.dir)
         write_sweep_file(cfg, sweep.out)  # what workers read
         todo, outcome.skipped = due_runs(store, cfg, runs)
         _prepare_base(sweep, stages, bool(todo))
@@ -205,7 +210,7 @@ def reindex_sweep(out_dir: Path) -> int:
     with hold(out.root), closing(Store(out.store_path)) as store:  # not while one runs
         with store.transaction():
             store.clear()
-            _write_meta(store, cfg)
+            _write_meta(store, cfg, out)
             for rd in run_dirs:
                 ingest_run(store, rd)
             write_fits(store)

@@ -6,11 +6,12 @@ ones, never half of one; the driver, `rankscope status` and the store's ingestio
 This module is the one place that knows the layout, so they cannot disagree about it:
 
 <out>/: results.sqlite (the store), sweep.yaml (the resolved config workers read), LOCK (the
-driver's), logs/<run_id>.log (GPU subprocesses), report/, runs/<run_id>/:
-config.yaml, RUNNING (host and pid while a worker runs it), progress.json,
-trainer/checkpoint-N/, adapter/ | model/, train_log.jsonl, TRAINED, eval/<task>.json,
-analysis/<kind>__<module>.json, analysis_error.txt, error.txt (a failure), DONE (written last:
-it holds the config hash the run finished with).
+driver's), decontamination.json (training items dropped for overlapping eval items),
+logs/<run_id>.log (GPU subprocesses), report/, runs/<run_id>/: config.yaml, RUNNING (host
+and pid while a worker runs it), progress.json, trainer/checkpoint-N/, adapter/ | model/,
+train_log.jsonl, TRAINED, eval/<task>.json, analysis/<kind>__<module>.json,
+analysis_error.txt, error.txt (a failure), DONE (written last: it holds the config hash the
+run finished with).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from rankscope.interrupts import kill_point
 STORE_NAME = "results.sqlite"
 SWEEP_FILE = "sweep.yaml"
 LOCK_NAME = "LOCK"
+DECONTAM_FILE = "decontamination.json"
 RUNS = "runs"
 LOGS = "logs"
 
@@ -166,6 +168,11 @@ class SweepDir:
     @property
     def lock_path(self) -> Path:
         return self.root / LOCK_NAME
+
+    @property
+    def decontam_file(self) -> Path:
+        """Training items dropped for overlapping eval items (`rankscope.decontam`)."""
+        return self.root / DECONTAM_FILE
 
     def log(self, run_id: str) -> Path:
         return self.root / LOGS / f"{run_id}.log"

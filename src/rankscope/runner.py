@@ -23,7 +23,7 @@ from typing import Any
 from rankscope.analyze import analyze_unit
 from rankscope.config import SweepConfig, dump_yaml
 from rankscope.errors import ConfigError, DataError, RankscopeError
-from rankscope.evaluate import evaluate
+from rankscope.evaluate import evaluate, mean_stderr
 from rankscope.interrupts import check_stop, deferred_interrupts, interrupt_handler, kill_point
 from rankscope.libs import quiet_libraries
 from rankscope.methods import count_params, get, load_base, load_for_eval
@@ -234,7 +234,26 @@ def _evaluate_task(u: Unit, model: Any, tok: Any, task: str, split: str) -> dict
             acc_norm=e.acc_norm,
             chat=u.cfg.data.chat_template,
         )
+    if split == "test" and task == u.cfg.tasks.retention and get(u.run.method).trains:
+        metrics.update(_drift_metric(u, model, tok, task, items))
     return {"task": task, "split": split, "metrics": metrics, "predictions": preds}
+
+
+def _drift_metric(u: Unit, model: Any, tok: Any, task: str, items: list) -> dict[str, Any]:
+    """`kl_base`: the mean per-token KL(base ‖ tuned) on the retention task's general text
+    (`rankscope.drift`), with its standard error over texts; the continuous retention
+    measure beside accuracy."""
+    from rankscope.drift import kl_to_base, probe_texts
+
+    n = u.cfg.eval.kl_texts
+    spec = TASKS[task]
+    texts = spec.probe_texts(u.sweep.ctx) if spec.probe_texts else [it.prompt for it in items]
+    texts = probe_texts(texts, n)
+    if not texts:
+        return {}
+    base = None if hasattr(model, "disable_adapter") else load_base(u.cfg.model)[0]
+    kl = kl_to_base(model, tok, texts, base=base, batch_size=u.cfg.eval.batch_size)
+    return {"kl_base": (*mean_stderr(kl), len(kl))}
 
 
 def run_analysis(u: Unit) -> None:

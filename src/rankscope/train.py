@@ -64,6 +64,26 @@ def encode(
     return rows
 
 
+def fp32_master_weights(model: Any) -> int:
+    """Keep every trainable weight in fp32 (the master copy of mixed precision); return how
+    many tensors were upcast.
+
+    A model loaded in bf16 (`model.dtype: bfloat16`) and trained as is runs AdamW on bf16
+    weights: an update below a weight's bf16 resolution (2^-8 of its size, so most 5e-5
+    steps) rounds away, while LoRA's adapters are fp32 and keep theirs, which would bias the
+    comparison toward full SFT changing less. With fp32 master weights the forward and
+    backward still run in bf16 under `train.precision: bf16` (Trainer's autocast); the frozen
+    base weights of a LoRA run stay as loaded.
+    """
+    import torch
+
+    half = (torch.bfloat16, torch.float16)
+    upcast = [p for p in model.parameters() if p.requires_grad and p.dtype in half]
+    for p in upcast:
+        p.data = p.data.float()
+    return len(upcast)
+
+
 def _precision(cfg: SweepConfig) -> dict[str, bool]:
     import torch
 
@@ -227,6 +247,7 @@ def train(
     import torch
 
     rows = encode(items, tok, cfg.train.max_seq_len, cfg.data.chat_template)
+    fp32_master_weights(model)
     args = training_args(cfg, lr, seed, work_dir, batch_size, grad_accum)
     trainer = _trainer(model, tok, rows, args, on_progress)
     if torch.cuda.is_available():

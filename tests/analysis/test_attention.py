@@ -22,6 +22,7 @@ from rankscope.analysis.attention import (
     js_divergence,
     linear_cka,
     sink_mass,
+    without_first_token,
 )
 
 TOL = 1e-6
@@ -360,8 +361,54 @@ def test_stats_weight_batches_by_real_queries(model: LlamaForCausalLM) -> None:
         np.testing.assert_allclose(_by_key(mine, "js_div"), want, atol=TOL)
         cka = [r["cka"] for r in rows if r.get("layer") == layer and "cka" in r]
         real = mask.bool()
+        real[:, 0] = False  # right-padded: position 0 is each sequence's first real token
         want_cka = linear_cka(hidden[layer][real], base_hidden[layer][real])
         assert cka == [pytest.approx(want_cka, abs=TOL)]
+
+
+def test_without_first_token_under_right_and_left_padding() -> None:
+    mask = torch.tensor([[1, 1, 1, 0], [0, 0, 1, 1], [0, 0, 0, 0], [1, 0, 0, 0]])
+    want = torch.tensor([[0, 1, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0]]).bool()
+    assert torch.equal(without_first_token(mask), want)
+    assert torch.equal(mask, torch.tensor([[1, 1, 1, 0], [0, 0, 1, 1], [0, 0, 0, 0], [1, 0, 0, 0]]))
+
+
+def _with_massive_bos(seed: int, bos: int = 0) -> LlamaForCausalLM:
+    """A tiny Llama whose BOS embedding is one huge fixed vector (the same in every model
+    built here): the residual stream then carries a prompt-independent massive activation at
+    position 0, as real LLMs do (Sun et al. 2024), while every other token is this model's own
+    random function of the input."""
+    model = _tiny_llama(seed)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[bos] = 0.0
+        model.model.embed_tokens.weight[bos, 0] = 1e3
+    return model
+
+
+def _pooled_cka(models: tuple, batches: list, layer: int, select) -> float:
+    """Linear CKA of the two models' hidden states at the positions ``select(mask)`` picks."""
+    sides = [
+        torch.cat([collect(m, ids, mask)[1][layer][select(mask)] for ids, mask in batches])
+        for m in models
+    ]
+    return linear_cka(*sides)
+
+
+def test_cka_is_not_inflated_by_the_first_token() -> None:
+    """Two unrelated models sharing only a massive BOS activation: pooling position 0 gives
+    CKA ≈ 1 at the layer whose residual stream carries it; without it CKA is low."""
+    models = (_with_massive_bos(0), _with_massive_bos(5))
+    batches = []
+    for seed in range(4):
+        ids, mask = _batch(20 + seed, [16, 12, 16, 9], 16)
+        ids[:, 0] = 0  # BOS; the other real tokens are 1..49
+        batches.append((ids, mask))
+    cka = {r["layer"]: r["cka"] for r in attention_stats(*models, batches) if "cka" in r}
+    layer = 0  # pre-norm residual stream (the last layer's hidden state is after the norm)
+    assert _pooled_cka(models, batches, layer, lambda m: m.bool()) > 0.99  # every real token
+    assert cka[layer] < 0.6
+    want = _pooled_cka(models, batches, layer, without_first_token)
+    assert cka[layer] == pytest.approx(want, abs=TOL)
 
 
 def test_stats_vs_perturbed_copy(model: LlamaForCausalLM) -> None:

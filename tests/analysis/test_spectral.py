@@ -6,22 +6,26 @@ import math
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rankscope.analysis.rank_fits import fit_norm_vs_rank
 from rankscope.analysis.spectral import (
     best_match_cosine,
     compare_weights,
-    fit_norm_vs_rank,
     intruder_count,
     intruder_counts,
     lora_delta_singular_values,
     lora_delta_svd,
     matched_cosine,
+    max_principal_angle,
     norm_metrics,
     singular_values,
+    subspace_k,
     subspace_overlap,
+    subspace_similarity,
     top_k_svd,
 )
 
@@ -306,6 +310,85 @@ def test_intruder_count_monotone_in_eps(seed: int, eps: list[float], k: int) -> 
         assert intruder_count(u0, u1, k, e) == counts[float(e)]
 
 
+@pytest.mark.parametrize(("i", "j"), [(6, 6), (4, 9), (10, 3)])
+def test_subspace_similarity_is_hu_et_al_phi(i: int, j: int) -> None:
+    """φ(A, B, i, j) = ‖U_A[:, :i]ᵀ U_B[:, :j]‖²_F / min(i, j), i.e. the mean squared cosine of
+    the min(i, j) principal angles between the two spans (scipy as the reference)."""
+    rng = _rng(21)
+    u_a = np.linalg.svd(rng.standard_normal((50, 30)))[0]
+    u_b = np.linalg.svd(
+        u_a[:, :30] @ rng.standard_normal((30, 30)) + rng.standard_normal((50, 30))
+    )[0]
+    a, b = u_a[:, :i], u_b[:, :j]
+    loop = sum(float(a[:, p] @ b[:, q]) ** 2 for p in range(i) for q in range(j)) / min(i, j)
+    angles = scipy.linalg.subspace_angles(a, b)
+    assert angles.size == min(i, j)
+    assert _close(subspace_similarity(u_a, u_b, i, j), loop, 1e-9)
+    assert _close(subspace_similarity(u_a, u_b, i, j), float(np.mean(np.cos(angles) ** 2)), 1e-9)
+    assert _close(max_principal_angle(a, b), float(np.degrees(angles.max())), 1e-9)
+
+
+@pytest.mark.parametrize(
+    ("k", "shape", "want"),
+    [
+        (500, (64, 64), 16),
+        (500, (128, 64), 16),
+        (500, (4096, 4096), 500),
+        (8, (64, 64), 8),
+        (500, (3, 3), 1),
+    ],
+)
+def test_subspace_k_is_a_quarter_of_the_smaller_dimension(
+    k: int, shape: tuple[int, int], want: int
+) -> None:
+    assert subspace_k(k, shape) == want
+
+
+def test_subspace_similarity_is_not_trivially_one_on_a_toy_weight(small_model_dir) -> None:
+    """A real square weight of the shipped toy model (64 x 64): the paper's k = 500 caps at 64,
+    where the top-k span is the whole space and the old ‖U0ᵀU1‖²_F/k overlap is 1 whatever
+    W₁ is. At subspace_k = 16 the measure sees the update rotate the dominant subspace."""
+    from safetensors.numpy import load_file
+
+    w0 = load_file(str(small_model_dir / "model.safetensors"))[
+        "model.layers.0.self_attn.q_proj.weight"
+    ].astype(np.float64)
+    rng = _rng(22)
+    b, a = rng.standard_normal((64, 4)), rng.standard_normal((4, 64))
+    w1 = w0 + 0.5 * np.linalg.norm(w0) / np.linalg.norm(b @ a) * b @ a
+    m = compare_weights(w0, w1, k=500)
+    u0, _, vh0 = np.linalg.svd(w0)
+    u1, _, vh1 = np.linalg.svd(w1)
+    assert m["sim_k"] == 64 and m["subspace_k"] == 16
+    assert _close(subspace_overlap(u0, u1), 1.0, 1e-9)  # all 64 vectors: trivially 1
+    want_l = np.sum((u0[:, :16].T @ u1[:, :16]) ** 2) / 16
+    want_r = np.sum((vh0[:16] @ vh1[:16].T) ** 2) / 16
+    assert _close(m["subspace_sim_left"], want_l, 1e-9)
+    assert _close(m["subspace_sim_right"], want_r, 1e-9)
+    assert m["subspace_sim_left"] < 0.95 and m["subspace_sim_right"] < 0.95
+    angles = scipy.linalg.subspace_angles(u0[:, :16], u1[:, :16])
+    assert _close(m["max_angle_left"], float(np.degrees(angles.max())), 1e-9)
+    assert m["max_angle_left"] > 20.0
+
+
+def test_swapped_near_tied_vectors_keep_the_subspace_similarity() -> None:
+    """Singular values in near-tied pairs, nudged so that every pair swaps order: the
+    index-matched cosine collapses (each u_i now meets its orthogonal twin) although W₁ is
+    W₀ up to a 1e-3 change; the top-k span, and so φ and the principal angles, is unchanged."""
+    rng = _rng(23)
+    d = 64
+    u, v = _orth(rng, d), _orth(rng, d)
+    s0 = np.repeat(np.geomspace(10.0, 0.1, d // 2), 2) + np.tile([1e-3, 0.0], d // 2)
+    s1 = s0 + np.tile([-2e-3, 2e-3], d // 2)  # each pair swaps its two values
+    w0, w1 = (u * s0) @ v.T, (u * s1) @ v.T
+    m = compare_weights(w0, w1, k=500)
+    assert m["subspace_k"] == 16  # an even k: no pair is split by the cut
+    assert m["sim_left"] < 1e-6 and m["sim_right"] < 1e-6
+    assert _close(m["subspace_sim_left"], 1.0, 1e-9)
+    assert _close(m["subspace_sim_right"], 1.0, 1e-9)
+    assert m["max_angle_left"] < 1e-4
+
+
 # --------------------------------------------------------- intruder dimensions
 
 
@@ -346,8 +429,11 @@ def test_planted_direction_outside_column_space_of_tall_w0() -> None:
 def test_identical_weights_give_similarity_one_and_no_intruders() -> None:
     w = _decaying(_rng(10), 80, 60)
     m = compare_weights(w, w.copy(), k=500, eps=(0.3, 0.5, 0.9))
-    for key in ("sim_left", "sim_right", "best_match_left", "overlap_left"):
+    for key in ("sim_left", "sim_right", "best_match_left"):
         assert _close(m[key], 1.0, 1e-9), key
+    for key in ("subspace_sim_left", "subspace_sim_right"):
+        assert _close(m[key], 1.0, 1e-9), key
+    assert m["max_angle_left"] < 1e-5
     assert m["intruders_0.3"] == m["intruders_0.5"] == m["intruders_0.9"] == 0
     assert m["fro"] == 0 and m["rank90"] == 0
 
@@ -364,12 +450,17 @@ def test_compare_weights_matches_reference() -> None:
     u0, _, vh0 = np.linalg.svd(w0)
     u1, _, vh1 = np.linalg.svd(w1)
     ref = _reference_norm_metrics(w1 - w0, w0)
-    matched_l, best_l, overlap_l = _loop_refs(u0[:, :k], u1[:, :k])
+    matched_l, best_l, _ = _loop_refs(u0[:, :k], u1[:, :k])
+    ks = min(k, 70 // 4)  # subspace_k: min(k, min(d_out, d_in) // 4)
     ref |= {
+        "sim_k": k,
         "sim_left": matched_l,
         "sim_right": _loop_refs(vh0[:k].T, vh1[:k].T)[0],
         "best_match_left": float(np.mean(best_l)),
-        "overlap_left": overlap_l,
+        "subspace_k": ks,
+        "subspace_sim_left": _loop_refs(u0[:, :ks], u1[:, :ks])[2],
+        "subspace_sim_right": _loop_refs(vh0[:ks].T, vh1[:ks].T)[2],
+        "max_angle_left": np.degrees(scipy.linalg.subspace_angles(u0[:, :ks], u1[:, :ks])).max(),
     }
     for key, value in ref.items():
         assert _close(float(m[key]), float(value)), (key, m[key], value)

@@ -114,6 +114,19 @@ def _attention_rows(rng: np.random.Generator, rid: str, scale: float, tuned: boo
     return rows
 
 
+def _ablation_rows(rng: np.random.Generator, rid: str) -> list[tuple]:
+    """Head-ablation rows as `analyze.ablation_rows` stores them, from random item scores."""
+    from rankscope.analyze import condition_metrics
+
+    rows: list[tuple] = []
+    for t in EVAL:
+        for model in ("tuned", "base"):
+            scores = {h: rng.integers(0, 2, 40).astype(float) for h in ("none", "top", "random")}
+            values = condition_metrics(t, model, scores).items()
+            rows += [(rid, "ablation", "heads", -1, -1, k, v) for k, v in values]
+    return rows
+
+
 def _analysis_rows(rng: np.random.Generator, specs: list[dict]) -> list[tuple]:
     rows: list[tuple] = []
     for s in specs:
@@ -123,11 +136,7 @@ def _analysis_rows(rng: np.random.Generator, specs: list[dict]) -> list[tuple]:
         if tuned:
             rows += _spectral_rows(rng, rid, scale)
         if s["rank"] == 64 or s["method"] == "full":
-            rows += [
-                (rid, "ablation", "attn", layer, 1, f"delta:{t}", rng.normal(0, 0.03))
-                for layer in range(2)
-                for t in EVAL
-            ]
+            rows += _ablation_rows(rng, rid)
     return rows
 
 
@@ -522,3 +531,121 @@ def test_task_lists_fall_back_to_config_json() -> None:
         ],
     )
     assert (bare.eval_tasks, bare.retention_task, bare.sweep_name) == (["z"], None, "sweep")
+
+
+def test_summary_lists_the_retention_subjects(tmp_path: Path) -> None:
+    """The retention subjects are the retention task's per-group metrics: the summary names
+    them, so a reader sees which MMLU subjects measured forgetting."""
+    from rankscope.report.content import summary_blocks
+    from rankscope.report.tables import ReportData
+
+    cfg = {"tasks": {"train": ["medmcqa"], "eval": ["mmlu", "medmcqa"], "retention": "mmlu"}}
+    row = {"run_id": "base", "task": "mmlu", "stderr": None, "n": 10, "value": 0.3}
+    metrics = [{**row, "metric": m} for m in ("acc", "acc|marketing", "acc|abstract_algebra")] + [
+        {**row, "task": "medmcqa", "metric": "acc|ignored"}
+    ]
+    run = {"run_id": "base", "method": "base", "train_task": None, "status": "done"}
+    data = ReportData(meta={"config_json": json.dumps(cfg)}, runs=[run], metrics=metrics)
+    assert data.retention_groups == ["abstract_algebra", "marketing"]
+    intro = summary_blocks(data, {"tradeoffs": None})[1].text
+    assert "Retention is scored on the 2 mmlu subjects" in intro
+    assert "abstract_algebra, marketing." in intro
+
+
+def test_retention_beyond_accuracy_table_has_the_measures_with_their_intervals() -> None:
+    """Gold log-prob change and KL(base ‖ tuned) per configuration: the seed t-interval with
+    two seeds, the items' normal interval with one (the change adds the base's error)."""
+    from rankscope.report.tables import ReportData, drift_table
+
+    cfg = {"tasks": {"train": ["t"], "eval": ["t", "g"], "retention": "g"}}
+
+    def run(run_id, method, seed, rank=None):
+        return dict(
+            run_id=run_id,
+            method=method,
+            train_task=None if method == "base" else "t",
+            rank=rank,
+            alpha=None if rank is None else 2.0 * rank,
+            lr=1e-3,
+            seed=seed,
+            status="done",
+            model="toy",
+            variant="",
+        )
+
+    runs = [
+        run("base", "base", 0),
+        run("f0", "full", 0),
+        run("f1", "full", 1),
+        run("l0", "lora", 0, 8),
+    ]
+    vals = {  # run -> (acc, gold_logprob, its se, kl, its se)
+        "base": (0.9, -0.50, 0.02, None, None),
+        "f0": (0.8, -0.90, 0.03, 0.30, 0.01),
+        "f1": (0.7, -1.10, 0.03, 0.50, 0.02),
+        "l0": (0.85, -0.60, 0.04, 0.10, 0.005),
+    }
+    metrics = []
+    for rid, (acc, gold, gse, kl, kse) in vals.items():
+        metrics.append(dict(run_id=rid, task="g", metric="acc", value=acc, stderr=0.01, n=100))
+        metrics.append(
+            dict(run_id=rid, task="g", metric="gold_logprob", value=gold, stderr=gse, n=100)
+        )
+        if kl is not None:
+            metrics.append(dict(run_id=rid, task="g", metric="kl_base", value=kl, stderr=kse, n=64))
+    data = ReportData(meta={"config_json": json.dumps(cfg)}, runs=runs, metrics=metrics)
+    table = drift_table(data)
+    assert table is not None
+    rows = {r[0]: r for r in table.rows}
+    t = stats.t.ppf(0.975, 1)
+    full = rows["full"]
+    # full: deltas -0.40, -0.60 -> mean -0.5, half = t * sd / sqrt(2); KL 0.3, 0.5
+    half = t * np.std([-0.4, -0.6], ddof=1) / np.sqrt(2)
+    assert full[4] == f"-0.500 ± {half:.3f}"
+    assert full[5] == f"0.4000 ± {t * np.std([0.3, 0.5], ddof=1) / np.sqrt(2):.4f}"
+    assert full[2] == "2"
+    lora = rows["lora r=8"]
+    assert lora[4] == f"-0.100 ± {1.96 * math.hypot(0.04, 0.02):.3f}"
+    assert lora[5] == f"0.1000 ± {1.96 * 0.005:.4f}"
+    assert lora[3] == "-5.0"  # one seed: accuracy change without a seed interval
+
+
+def test_summary_states_what_decontamination_dropped() -> None:
+    from rankscope.decontam import Decontamination, Overlap
+    from rankscope.report.content import decontamination_line
+    from rankscope.report.tables import ReportData
+
+    result = Decontamination(
+        [
+            Overlap("mathqa", "mathqa", 3, 500, [("mathqa/dev/8", "mathqa/test/25")]),
+            Overlap("mathqa", "mmlu", 0, 500, []),
+        ],
+        {"mathqa": 497},
+    )
+    data = ReportData(meta={"decontamination": result.to_json()}, runs=[], metrics=[])
+    line = decontamination_line(data)
+    assert line is not None and "3 of 500 mathqa training items overlap mathqa" in line
+    assert "mmlu" not in line and "dropped from training" in line
+    clean = Decontamination([Overlap("t", "e", 0, 10, [])], {"t": 10})
+    assert "nothing was dropped" in decontamination_line(
+        ReportData(meta={"decontamination": clean.to_json()}, runs=[], metrics=[])
+    )
+    assert decontamination_line(ReportData(meta={}, runs=[], metrics=[])) is None
+
+
+def test_summary_states_the_gsm8k_setting() -> None:
+    from rankscope.report.content import gsm8k_setting
+    from rankscope.report.tables import ReportData
+
+    def data(shots):
+        cfg = {"tasks": {"train": ["mathqa"], "eval": ["gsm8k", "mathqa"], "retention": "mmlu"}}
+        cfg["data"] = {"gsm8k_shots": shots, "source": "files"}
+        return ReportData(meta={"config_json": json.dumps(cfg)}, runs=[], metrics=[])
+
+    assert gsm8k_setting(data(5)).startswith("5-shot, exemplars = first 5 train items")
+    assert gsm8k_setting(data(0)).startswith("zero-shot")
+    cfg = {"tasks": {"train": ["t"], "eval": ["t"], "retention": "t"}}
+    assert (
+        gsm8k_setting(ReportData(meta={"config_json": json.dumps(cfg)}, runs=[], metrics=[]))
+        is None
+    )

@@ -8,10 +8,11 @@ import warnings
 import pytest
 from task_helpers import FIXTURES, lm_eval_yaml
 
-from rankscope.errors import DataError
+from rankscope.config import DataConfig
+from rankscope.errors import ConfigError, DataError
 from rankscope.tasks import TASKS
 from rankscope.tasks.base import check_no_overlap
-from rankscope.tasks.gsm8k import extract, normalize
+from rankscope.tasks.gsm8k import extract, normalize, setting
 from rankscope.tasks.sources import SKIPPED
 
 TASK = TASKS["gsm8k"]
@@ -123,12 +124,79 @@ def test_prompts_equal_lm_eval_gsm8k(ctx, lm_eval_task, shots):
         {"train": raw_rows("train"), "test": raw_rows("test")},
         fewshot_config={"sampler": "first_n"},
     )
-    ours = TASK.load("test", ctx(shots=shots))
+    ours = TASK.load("test", ctx(gsm8k_shots=shots))
     theirs = [task.fewshot_context(doc, shots) for doc in task.test_docs()]
     assert [it.prompt for it in ours] == theirs
     assert [" " + it.completion for it in TASK.load("train", ctx())][:3] == [
         task.config.target_delimiter + task.doc_to_target(d) for d in task.training_docs()
     ][:3]
+
+
+def test_default_is_lm_evals_five_shot_setting(ctx, lm_eval_task):
+    """By default GSM8K is scored as lm-eval's gsm8k is: num_fewshot from its yaml (5), the
+    exemplars solved train items (old: zero-shot, so strict match measured the format)."""
+    shots = lm_eval_yaml("gsm8k/gsm8k.yaml")["num_fewshot"]
+    assert shots == 5 == DataConfig().gsm8k_shots
+    task = lm_eval_task(
+        "gsm8k/gsm8k.yaml",
+        {"train": raw_rows("train"), "test": raw_rows("test")},
+        fewshot_config={"sampler": "first_n"},
+    )
+    ours = TASK.load("test", ctx())
+    assert [it.prompt for it in ours] == [task.fewshot_context(d, shots) for d in task.test_docs()]
+    assert ours[0].prompt.count("Question: ") == 6 and ours[0].prompt.count("\n#### ") == 5
+
+
+def test_exemplars_are_train_items_and_training_stays_zero_shot(ctx):
+    train, test = TASK.load("train", ctx()), TASK.load("test", ctx())
+    assert train == TASK.load("train", ctx(gsm8k_shots=0))  # training prompts: zero-shot
+    head = "".join(f"{it.prompt} {it.completion}\n\n" for it in train[:5])
+    zero = TASK.load("test", ctx(gsm8k_shots=0))
+    assert [it.prompt for it in test] == [head + it.prompt for it in zero]
+    check_no_overlap("gsm8k", train, "gsm8k", zero)  # no exemplar is a test item
+    # data.shots is the other tasks' setting; GSM8K follows data.gsm8k_shots only
+    assert TASK.load("test", ctx(shots=2, gsm8k_shots=0)) == zero
+    with pytest.raises(ConfigError, match="data.gsm8k_shots: 50 few-shot exemplars asked for"):
+        TASK.load("test", ctx(gsm8k_shots=50))
+
+
+SCORING = "strict '#### N' and flexible last-number match"
+
+
+@pytest.mark.parametrize(
+    "shots, text",
+    [(5, f"5-shot, exemplars = first 5 train items; {SCORING}"), (0, f"zero-shot; {SCORING}")],
+)
+def test_setting_names_the_scoring(shots, text):
+    assert setting(DataConfig(gsm8k_shots=shots)) == text
+
+
+def test_leak_check_compares_zero_shot_prompts(tmp_path):
+    """Test problems copied from train are caught, and only their training copies dropped,
+    although the default 5-shot eval prompts wrap them in exemplars."""
+    import shutil
+
+    from rankscope.config import load_config
+    from rankscope.sweep import Sweep
+
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURES, data)
+    test = data / "gsm8k" / "test.jsonl"
+    leaked = (data / "gsm8k" / "train.jsonl").read_text().splitlines()[:10]
+    test.write_text(test.read_text() + "".join(line + "\n" for line in leaked))
+    sets = ["data.source=files", f"data.dir={data}", "tasks.train=[gsm8k]"]
+    sets += ["tasks.eval=[gsm8k, mmlu]", "tasks.retention=mmlu", f"output_dir={tmp_path / 'out'}"]
+    sweep = Sweep(load_config(None, sets))
+    assert sweep.cfg.data.gsm8k_shots == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "only 6 of 57 MMLU subjects found"
+        found = sweep.check_leaks()
+    assert 1 <= sum(o.dropped for o in found.overlaps if o.eval_task == "gsm8k") <= 10
+    copied = {json.loads(line)["question"] for line in leaked}
+    kept = sweep.items("gsm8k", "train")
+    assert kept and not any(
+        it.prompt[len("Question: ") : -len("\nAnswer:")] in copied for it in kept
+    )
 
 
 def test_hub_gives_the_same_items(ctx, fake_hub):
@@ -173,7 +241,7 @@ def test_bad_rows_name_file_and_line(ctx, tmp_path, bad, why):
 def test_skip_mode_counts_and_warns(ctx, tmp_path):
     path = write(tmp_path, [GOOD, "{oops", GOOD, json.dumps({"answer": "#### 1"})])
     with pytest.warns(UserWarning) as rec:
-        items = TASK.load("test", ctx(dir=str(tmp_path), on_bad_row="skip"))
+        items = TASK.load("test", ctx(dir=str(tmp_path), on_bad_row="skip", gsm8k_shots=0))
     assert [it.id for it in items] == ["gsm8k/test/0", "gsm8k/test/2"]
     assert SKIPPED[str(path)] == 2
     assert [str(w.message) for w in rec] == [

@@ -78,25 +78,73 @@ def test_options_that_are_not_five(text):
         parse_options(text)
 
 
-def test_rationale_and_letter_targets(ctx):
+def test_rationale_target_reasons_first_then_gives_the_letter(ctx):
+    """The rationale comes before the answer letter, so training teaches the model to reason
+    toward its answer (old: the letter first, the rationale after it, too late to help)."""
     rows = raw_rows("dev")
     rationale = TASK.load("train", ctx())
     letter = TASK.load("train", ctx(mathqa_target="letter"))
     assert [it.completion for it in letter] == [r["correct"].upper() for r in rows]
     first = rationale[0]
-    assert first.completion.startswith("C\nRationale: 5 choices for each of the 4 questions")
-    assert first.completion.endswith("answer : c .")  # the outer quotes are dropped
+    assert first.completion.startswith("5 choices for each of the 4 questions")
+    assert first.completion.endswith("answer : c .\nAnswer: C")  # the outer quotes are dropped
     unquoted = rationale[1].completion
-    assert unquoted == "B\nRationale: " + rows[1]["Rationale"]
+    assert unquoted == rows[1]["Rationale"] + "\nAnswer: B"
+    for it in rationale:  # the gold letter is the completion's last word, after the reasoning
+        body, answer = it.completion.rsplit("\nAnswer: ", 1)
+        assert answer == "ABCDE"[it.gold] and len(body) > 20
     assert [it.prompt for it in rationale] == [it.prompt for it in letter]
 
 
 def test_few_shot_exemplars_show_the_letter_only(ctx):
     train = TASK.load("train", ctx())
     test = TASK.load("test", ctx(shots=2))
-    head = "".join(f"{it.prompt} {it.completion[0]}\n\n" for it in train[:2])
+    head = "".join(f"{it.prompt} {'ABCDE'[it.gold]}\n\n" for it in train[:2])
     assert all(it.prompt.startswith(head) for it in test)
     assert "Rationale" not in test[0].prompt
+
+
+def _lm_eval_mathqa(lm_eval_task, **overrides):
+    splits = {"train": raw_rows("dev"), "test": raw_rows("test")}
+    return lm_eval_task("mathqa/mathqa.yaml", splits, **overrides)
+
+
+def _misparsed_by_lm_eval(row: dict) -> bool:
+    """Rows lm-eval's option regex gets wrong: list-encoded, or an option holding ' , '."""
+    return row["options"].startswith("[") or row["options"].count(" , ") > 4
+
+
+def test_acc_norm_prompt_and_continuations_are_lm_evals(ctx, lm_eval_task):
+    """acc_norm scores lm-eval's mathqa: its doc_to_text (no lettered options) and, after its
+    target delimiter, the option texts; only where its regex misparses the options (a stray
+    quote kept, an option cut at ' , ') are ours different, and correct."""
+    task = _lm_eval_mathqa(lm_eval_task)
+    items, docs = TASK.load("test", ctx()), list(task.test_docs())
+    assert len(items) == len(docs) == 35
+    misparsed = 0
+    for it, doc in zip(items, docs, strict=True):
+        assert it.norm_prompt == task.doc_to_text(doc) == f"Question: {doc['Problem']}\nAnswer:"
+        assert it.norm_choices == () and it.gold == task.doc_to_target(doc)
+        ours = [" " + c for c in it.choices]  # what evaluate scores: norm_choices or choices
+        theirs = [task.config.target_delimiter + c for c in task.doc_to_choice(doc)]
+        if _misparsed_by_lm_eval(doc):
+            misparsed += 1
+            assert ours != theirs and it.choices == tuple(parse_options(doc["options"]))
+        else:
+            assert ours == theirs, it.id
+    assert misparsed == 5
+    assert "\nA. " in items[0].prompt  # acc keeps the lettered prompt
+
+
+@pytest.mark.parametrize("shots", [0, 2])
+def test_acc_norm_exemplars_are_lm_evals(ctx, lm_eval_task, shots):
+    """With data.shots, the acc_norm prompt gets lm-eval's exemplars (its first_n sampler):
+    question, ' ' + gold option text, a blank line; the letter prompt keeps its own."""
+    task = _lm_eval_mathqa(lm_eval_task, fewshot_config={"sampler": "first_n"})
+    items = TASK.load("test", ctx(shots=shots))
+    theirs = [task.fewshot_context(doc, shots) for doc in task.test_docs()]
+    assert [it.norm_prompt for it in items] == theirs
+    assert all(it.prompt.count("\nAnswer:") == shots + 1 for it in items)
 
 
 def test_hub_falls_back_to_the_parquet_mirror(ctx, fake_hub):

@@ -57,6 +57,28 @@ def test_items_strip_letter_prefixes_and_keep_the_zero_based_answer(ctx):
     )
 
 
+@pytest.mark.parametrize("shots", [0, 2])
+def test_acc_norm_prompt_and_choices_are_lm_evals(ctx, lm_eval_task, shots):
+    """acc_norm scores lm-eval's medmcqa: its doc_to_text (a 'Question:/Choices:' listing)
+    and its choices, the letters (one character each, so its acc_norm is its acc); few-shot
+    exemplars as its first_n sampler builds them."""
+    rows = raw_rows()
+
+    def docs(items):
+        return [as_original(rows[int(it.id.rsplit("/", 1)[1])], base=0) for it in items]
+
+    items = TASK.load("test", ctx(shots=shots))
+    splits = {"train": docs(TASK.load("train", ctx())), "validation": docs(items)}
+    task = lm_eval_task("medmcqa/medmcqa.yaml", splits, fewshot_config={"sampler": "first_n"})
+    assert list(task.test_docs()) == splits["validation"]
+    for it, doc in zip(items, task.test_docs(), strict=True):
+        assert it.norm_prompt == task.fewshot_context(doc, shots), it.id
+        assert list(it.norm_choices) == task.doc_to_choice(doc) == ["A", "B", "C", "D"]
+        assert it.gold == task.doc_to_target(doc)
+        assert it.prompt.endswith(mcq_block(doc["question"], it.choices))  # acc: our prompt
+    assert "\nChoices:\nA. " in items[0].norm_prompt
+
+
 def test_holdout_fraction_moves_the_split(ctx):
     small = TASK.load("test", ctx(holdout_fraction=0.1))
     large = TASK.load("test", ctx(holdout_fraction=0.5))

@@ -10,7 +10,7 @@ from task_helpers import FIXTURES, LM_EVAL_TASKS, lm_eval_yaml
 from rankscope.errors import ConfigError, DataError
 from rankscope.tasks import TASKS
 from rankscope.tasks.base import check_no_overlap
-from rankscope.tasks.mmlu import CATEGORIES, SUBJECTS, expand
+from rankscope.tasks.mmlu import CATEGORIES, SUBJECTS, domain_subjects, expand, retention_subjects
 from rankscope.tasks.sources import SKIPPED, read_csv_rows
 
 TASK = TASKS["mmlu"]
@@ -104,6 +104,29 @@ def test_retention_split_excludes_the_training_subjects(ctx):
     assert {it.id.split("/")[2] for it in val} == {"val"}
     check_no_overlap("mmlu", train, "mmlu", test)
     check_no_overlap("mmlu", train, "mmlu", val)
+
+
+def test_retention_leaves_out_the_domains_of_the_training_tasks(ctx):
+    """A MedMCQA-trained run is in-domain on anatomy and college_medicine, a CaseHOLD-trained
+    one on professional_law: none of them may count as retention when those tasks train."""
+    everything = {it.group for it in TASK.load("test", ctx())}
+    assert everything == set(FIXTURE_SUBJECTS)  # nothing trains: every subject measures
+    c = ctx(train_tasks=("medmcqa", "legalmcq"))
+    kept = {it.group for it in TASK.load("test", c)}
+    assert kept == {"abstract_algebra", "high_school_geography", "marketing"}
+    assert retention_subjects(c) == sorted(kept)
+    assert {it.group for it in TASK.load("test", ctx(train_tasks=("gsm8k",)))} == set(
+        FIXTURE_SUBJECTS
+    )  # no fixture subject is in GSM8K's domain (elementary / high-school mathematics)
+    assert domain_subjects(("medmcqa", "toy-med"))["clinical_knowledge"] == "medmcqa"
+    with pytest.raises(
+        ConfigError,
+        match=r"data.mmlu_subjects: professional_law is in the domain of training task "
+        r"'legalmcq'",
+    ):
+        TASK.load(
+            "test", ctx(train_tasks=("legalmcq",), mmlu_subjects=["marketing", "professional_law"])
+        )
 
 
 def test_training_on_mmlu_needs_disjoint_training_subjects(ctx):

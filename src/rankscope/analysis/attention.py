@@ -7,7 +7,8 @@ Answers "did fine-tuning change *where* the model looks?" at head granularity:
 * Jensen–Shannon divergence between the tuned and base model's attention rows on the
   same inputs (how far each head's pattern moved);
 * linear CKA (Kornblith et al. 2019) between the tuned and base hidden states per layer
-  (how far the representations moved, up to rotation and scale);
+  (how far the representations moved, up to rotation and scale), over every real token but
+  each sequence's first, whose prompt-independent massive activation would dominate it;
 * head ablation (zero one head's contribution) to test which heads a behaviour needs.
 
 The pure functions take attention probabilities ``[batch, heads, q, k]`` and a right-padded
@@ -225,9 +226,25 @@ def _base_collector(model: nn.Module, base_model: nn.Module) -> Callable[..., An
     return partial(collect, base_model)
 
 
-def _real_tokens(hidden: Tensor, mask: Tensor) -> Tensor:
-    """Rows [n_real, d] of hidden states [b, t, d] at real (unpadded) token positions."""
-    return hidden.detach()[mask.to(hidden.device).bool()].cpu()
+def without_first_token(mask: Tensor) -> Tensor:
+    """The boolean mask [b, t] with each sequence's first real token dropped.
+
+    That position (BOS, or whatever token opens every prompt) carries the "massive
+    activations" of Sun et al. 2024: a huge hidden state that is nearly the same vector for
+    every prompt. Pooled into CKA it dominates the centred Gram matrices of both models and
+    pushes CKA towards 1 whatever the other tokens do. Found with ``argmax`` over the mask,
+    so it is the first real token under right *and* left padding.
+    """
+    real = mask.bool().clone()
+    rows = torch.arange(real.shape[0], device=real.device)
+    first = real.long().argmax(dim=1)  # the first maximum: the first real token
+    real[rows, first] = False  # a row with no real token has nothing to drop: all False
+    return real
+
+
+def _cka_tokens(hidden: Tensor, mask: Tensor) -> Tensor:
+    """Rows [n, d] of hidden states [b, t, d] pooled for CKA: real tokens but the first."""
+    return hidden.detach()[without_first_token(mask).to(hidden.device)].cpu()
 
 
 class _Totals:
@@ -247,7 +264,11 @@ class _Totals:
         totals[layer] += value.cpu()
 
     def add_batch(self, mask: Tensor, tuned: Collected, base: Collected | None) -> None:
-        """Accumulate one batch's per-head sums and real-token hidden states."""
+        """Accumulate one batch's per-head sums and the hidden states CKA pools.
+
+        The attention sums keep position 0: as a key it is what sink mass measures, and every
+        row must stay a distribution over all real keys for entropy and JS to mean anything.
+        """
         for layer, attn in enumerate(tuned[0]):
             p, w = _rows(attn, mask)
             if layer == 0:
@@ -259,8 +280,8 @@ class _Totals:
                 self._add("js_div", layer, _head_sum(_js_rows(p, base_p), w))
                 if layer == len(self.hidden):
                     self.hidden.append(([], []))
-                self.hidden[layer][0].append(_real_tokens(tuned[1][layer], mask))
-                self.hidden[layer][1].append(_real_tokens(base[1][layer], mask))
+                self.hidden[layer][0].append(_cka_tokens(tuned[1][layer], mask))
+                self.hidden[layer][1].append(_cka_tokens(base[1][layer], mask))
 
     def rows(self) -> list[dict[str, Any]]:
         """Output rows: one per (layer, head), then one CKA row per layer."""
@@ -286,8 +307,9 @@ def attention_stats(
     """Per-head entropy / sink mass / JS-vs-base and per-layer CKA-vs-base over all batches.
 
     Means are over every real query position of every batch (sums weighted by real query
-    count, not a mean of batch means). CKA pools all real token positions across batches;
-    their hidden states are kept on the CPU in the model dtype until the end. With no base
+    count, not a mean of batch means). CKA pools every real token position across batches
+    except each sequence's first (see :func:`without_first_token`); their hidden states are
+    kept on the CPU in the model dtype until the end. With no base
     model (or ``base_model is model``) the js_div key and the CKA rows are omitted. If
     ``base_model`` is a PeftModel's own underlying module, it is run with adapters disabled.
     """

@@ -9,6 +9,16 @@ weights, and in which directions" part of the report:
   (Shuttleworth et al. 2024, "LoRA vs Full Fine-tuning: An Illusion of Equivalence"):
   top singular vectors of W₁ that are nearly orthogonal to every singular vector of W₀.
 
+Two kinds of singular-vector similarity are reported, because they answer different
+questions. The index-matched cosine (``sim_*``, the paper's top-k measure) pairs the i-th
+vectors of W₀ and W₁; deep in the near-degenerate bulk of a pretrained spectrum nearly tied
+vectors swap places or rotate into each other, so it drops there without any real change.
+The subspace measures (``subspace_sim_*``: the normalised subspace similarity of Hu et al.
+2021, §7; ``max_angle_left``: the largest principal angle) compare the *spans* of the top-k
+vectors and are blind to such swaps; they use a smaller k (:func:`subspace_k`), because the
+span of all min(d_out, d_in) vectors is the whole space and the overlap would be 1 whatever
+fine-tuning did.
+
 Everything is computed in float64 numpy. Inputs may be numpy arrays or torch tensors of
 any float dtype (bf16 included); they are converted to float64 on the CPU first, because
 bf16 has ~3 significant digits and would swamp the small quantities measured here.
@@ -239,6 +249,42 @@ def subspace_overlap(V0: Any, V1: Any) -> float:
     return float(min(np.sum((v0.T @ v1) ** 2) / k, 1.0))
 
 
+def subspace_similarity(U_A: Any, U_B: Any, i: int, j: int) -> float:
+    """φ(A, B, i, j) = ‖U_A[:, :i]ᵀ U_B[:, :j]‖²_F / min(i, j) (Hu et al. 2021, §7).
+
+    The normalised subspace similarity of the LoRA paper: how much of the span of A's top-i
+    singular vectors lies in the span of B's top-j, from 0 (orthogonal) to 1 (contained).
+    It is the mean squared cosine of the principal angles, so rotations *within* the top-k
+    (vectors swapping places) leave it unchanged. i and j are capped at the columns given.
+    """
+    a, b = _as_f64(U_A), _as_f64(U_B)
+    return subspace_overlap(a[:, : max(0, int(i))], b[:, : max(0, int(j))])
+
+
+def max_principal_angle(V0: Any, V1: Any) -> float:
+    """Largest principal angle between span(V0) and span(V1), in degrees (0: one span holds
+    the other; 90: some direction of the smaller span is orthogonal to the other).
+
+    scipy's sine-based formula: accurate for small angles too, where arccos of a cosine
+    near 1 is not.
+    """
+    v0, v1 = _as_f64(V0), _as_f64(V1)
+    if min(v0.shape[1], v1.shape[1]) == 0:
+        return float("nan")
+    return float(np.degrees(scipy.linalg.subspace_angles(v0, v1).max()))
+
+
+def subspace_k(k: int, shape: Sequence[int]) -> int:
+    """k of the subspace measures: min(k, min(d_out, d_in) // 4), at least 1.
+
+    At k = min(d_out, d_in) the top-k span is the whole space and the overlap is 1 for any
+    W₁; a quarter of the dimension keeps it informative (1 only if fine-tuning left the
+    dominant subspace in place) while still covering the head of the spectrum. The paper's
+    k = 500 survives only for matrices with min(d_out, d_in) ≥ 2000.
+    """
+    return max(1, min(int(k), min(shape) // 4))
+
+
 def intruder_counts(U0: Any, U1: Any, k: int, eps_list: Iterable[float]) -> dict[float, int]:
     """:func:`intruder_count` for several thresholds, sharing one similarity matrix."""
     u1 = _as_f64(U1)
@@ -258,16 +304,23 @@ def intruder_count(U0: Any, U1: Any, k: int = 10, eps: float = 0.5) -> int:
 # ------------------------------------------------------------ per-module summary
 
 
-def _similarity_metrics(w0_svd: SvdTriple, w1_svd: SvdTriple, k: int) -> dict[str, float]:
-    """Top-k left/right subspace similarities between W₀ and W₁."""
+def _similarity_metrics(
+    w0_svd: SvdTriple, w1_svd: SvdTriple, k: int, k_sub: int
+) -> dict[str, float]:
+    """Top-k singular-vector similarities (index-matched, best-match) and top-``k_sub``
+    subspace similarities between W₀ and W₁, with the k of each."""
     u0, _, vh0 = w0_svd
     u1, _, vh1 = w1_svd
     best = best_match_cosine(u0[:, :k], u1[:, :k])
     return {
+        "sim_k": k,
         "sim_left": matched_cosine(u0[:, :k], u1[:, :k]),
         "sim_right": matched_cosine(vh0[:k].T, vh1[:k].T),
         "best_match_left": float(np.mean(best)) if best.size else float("nan"),
-        "overlap_left": subspace_overlap(u0[:, :k], u1[:, :k]),
+        "subspace_k": k_sub,
+        "subspace_sim_left": subspace_similarity(u0, u1, k_sub, k_sub),
+        "subspace_sim_right": subspace_similarity(vh0.T, vh1.T, k_sub, k_sub),
+        "max_angle_left": max_principal_angle(u0[:, :k_sub], u1[:, :k_sub]),
     }
 
 
@@ -284,10 +337,13 @@ def compare_weights(
 ) -> dict[str, float]:
     """All spectral metrics for one module (base weight ``w0``, fine-tuned ``w1``).
 
-    Keys: :func:`norm_metrics` of ΔW, then sim_left / sim_right (matched cosine of the
-    top-k left / right singular vectors, k capped at min(shape) and at the columns of
-    ``w0_svd``), best_match_left (mean best-match |cos| of W₁'s top-k left vectors
-    against W₀'s top-k), overlap_left, and ``intruders_{eps:g}`` per eps (W₁'s top
+    Keys: :func:`norm_metrics` of ΔW, then sim_left / sim_right (the paper's index-matched
+    cosine of the top-k left / right singular vectors, k capped at min(shape) and at the
+    columns of ``w0_svd``; the k used in sim_k), best_match_left (mean best-match |cos| of
+    W₁'s top-k left vectors against W₀'s top-k), subspace_sim_left / subspace_sim_right
+    (:func:`subspace_similarity` φ of the top-``subspace_k`` left / right vectors, k from
+    :func:`subspace_k`, recorded as subspace_k), max_angle_left (largest principal angle
+    between those left subspaces, degrees), and ``intruders_{eps:g}`` per eps (W₁'s top
     ``intruder_k`` left vectors against *all* columns of W₀'s U).
     ``w0_svd`` is a cached thin (U, S, Vh) of W₀, shared by every run on one base
     model; ``delta_sv`` a precomputed spectrum of ΔW (e.g. from the LoRA factors), so
@@ -299,50 +355,13 @@ def compare_weights(
     if w0_svd is None:
         w0_svd = np.linalg.svd(a0, full_matrices=False)
     u0, s0, vh0 = (_as_f64(x) for x in w0_svd)
+    k_sub = min(subspace_k(k, a0.shape), u0.shape[1], vh0.shape[0])
     k = max(0, min(int(k), min(a0.shape), u0.shape[1], vh0.shape[0]))
     n1 = min(max(k, int(intruder_k)), min(a0.shape))
     w1_svd = top_k_svd(a1, n1, method=method)
     sv = singular_values(a1 - a0) if delta_sv is None else _as_f64(delta_sv)
     out = norm_metrics(sv, float(np.linalg.norm(a0)))
-    out.update(_similarity_metrics((u0, s0, vh0), w1_svd, k))
+    out.update(_similarity_metrics((u0, s0, vh0), w1_svd, k, k_sub))
     for e, count in intruder_counts(u0, w1_svd[0], intruder_k, eps).items():
         out[f"intruders_{e:g}"] = count
-    return out
-
-
-# ------------------------------------------------------------------ rank fits
-
-
-def _linfit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """Least-squares y ≈ intercept + slope·x; returns (intercept, slope, R²)."""
-    design = np.column_stack([np.ones_like(x), x])
-    (intercept, slope), *_ = np.linalg.lstsq(design, y, rcond=None)
-    resid = float(np.sum((y - intercept - slope * x) ** 2))
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    if ss_tot > 0:
-        r2 = 1.0 - resid / ss_tot
-    else:  # constant y: a perfect (flat) fit, or undefined
-        r2 = 1.0 if resid <= 1e-24 else float("nan")
-    return float(intercept), float(slope), r2
-
-
-def fit_norm_vs_rank(ranks: Any, norms: Any) -> dict[str, float]:
-    """Fit how the update norm grows with LoRA rank r.
-
-    log fit: norm = a + b·ln r (keys log_a, log_b, log_r2); power fit: norm = c·r^p,
-    fitted linearly in log-log space, R² also in log space (pow_c, pow_p, pow_r2).
-    Points with r ≤ 0 or non-finite values are dropped; the power fit also needs
-    norm > 0. NaNs for a fit with fewer than 2 distinct ranks.
-    """
-    r, y = _as_f64(ranks).ravel(), _as_f64(norms).ravel()
-    ok = np.isfinite(r) & np.isfinite(y) & (r > 0)
-    r, y = r[ok], y[ok]
-    nan = float("nan")
-    out = dict.fromkeys(("log_a", "log_b", "log_r2", "pow_c", "pow_p", "pow_r2"), nan)
-    if np.unique(r).size >= 2:
-        out["log_a"], out["log_b"], out["log_r2"] = _linfit(np.log(r), y)
-    pos = y > 0
-    if np.unique(r[pos]).size >= 2:
-        ln_c, out["pow_p"], out["pow_r2"] = _linfit(np.log(r[pos]), np.log(y[pos]))
-        out["pow_c"] = float(np.exp(ln_c))
     return out

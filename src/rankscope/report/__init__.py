@@ -21,7 +21,14 @@ from rankscope.store import Store
 
 __all__ = ["load_predictions", "load_report_data", "write_report"]
 
-META_KEYS = ("sweep_name", "config_json", "retention_task", "eval_tasks", "train_tasks")
+META_KEYS = (
+    "sweep_name",
+    "config_json",
+    "retention_task",
+    "eval_tasks",
+    "train_tasks",
+    "decontamination",
+)
 
 
 def load_predictions(store: Store, runs: list[dict], metrics: list[dict]) -> dict:

@@ -99,3 +99,25 @@ def rank_panel(ax: Axes, data: ReportData, values: dict[str, float], ylabel: str
 def has_ranked(data: ReportData, values: dict[str, float]) -> bool:
     """Whether any run with values is of a ranked method (so a rank figure has lines)."""
     return any(MethodKey.of(r).info.ranked for r in tuned_runs(data, values))
+
+
+ABLATED = {"top": "top heads", "random": "random heads"}
+"""The head sets an ablation zeroes (`analyze.ablation_metric`), as the report names them."""
+
+Ablation = tuple[float, float, float]
+"""(change of accuracy when the heads are zeroed, its 95% CI low, high)."""
+
+
+def ablation_deltas(data: ReportData) -> dict[str, dict[tuple[str, str, str], Ablation]]:
+    """Per run: (task, model, head set) -> accuracy change with its CI, from the rows
+    ``delta[_lo|_hi]:<model>:<heads>:<task>`` of kind ablation (module "heads")."""
+    parts: dict[tuple[str, str, str, str], dict[str, float]] = defaultdict(dict)
+    for r in rows_of(data, "ablation", lambda m: m.split(":", 1)[0].startswith("delta")):
+        if r["module"] == "heads" and r["metric"].count(":") >= 3:
+            stat, model, heads, task = r["metric"].split(":", 3)
+            parts[(r["run_id"], task, model, heads)][stat] = r["value"]
+    out: dict[str, dict[tuple[str, str, str], Ablation]] = defaultdict(dict)
+    for (rid, task, model, heads), v in parts.items():
+        if {"delta", "delta_lo", "delta_hi"} <= v.keys():
+            out[rid][(task, model, heads)] = (v["delta"], v["delta_lo"], v["delta_hi"])
+    return dict(out)

@@ -10,10 +10,20 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from rankscope.report.analysis_rows import multi_seed, per_run, rows_of, run_name, tuned_runs
+from rankscope.report.analysis_rows import (
+    ABLATED,
+    Ablation,
+    ablation_deltas,
+    multi_seed,
+    per_run,
+    rows_of,
+    run_name,
+    tuned_runs,
+)
 from rankscope.report.data import ReportData, is_baseline
 from rankscope.report.keys import MethodKey, Row
 from rankscope.report.plot import method_colors, new_figure
@@ -111,33 +121,54 @@ def fig_js_heatmaps(data: ReportData) -> Figure | None:
     return fig
 
 
+ABLATION_BARS = [(m, h) for m in ("tuned", "base") for h in ABLATED]
+"""(model, head set) of each bar: the run's top heads and random heads, zeroed in the tuned
+model and then in the base model."""
+
+
+def _ablation_panel(ax: Axes, deltas: dict[tuple[str, str, str], Ablation]) -> None:
+    """Grouped bars per task: accuracy change (pp) of each (model, head set), 95% CI."""
+    tasks = sorted({task for task, _, _ in deltas})
+    width = 0.8 / len(ABLATION_BARS)
+    colors = {"top": "tab:red", "random": "tab:gray"}
+    for k, (model, heads) in enumerate(ABLATION_BARS):
+        vals = [deltas.get((t, model, heads), (np.nan,) * 3) for t in tasks]
+        est = np.array([100 * v[0] for v in vals])
+        # a percentile interval need not contain its estimate: clip, matplotlib wants >= 0
+        err = 100 * np.array(
+            [[max(v[0] - v[1], 0.0) for v in vals], [max(v[2] - v[0], 0.0) for v in vals]]
+        )
+        ax.bar(
+            np.arange(len(tasks)) + (k - (len(ABLATION_BARS) - 1) / 2) * width,
+            est,
+            width,
+            yerr=err,
+            capsize=2,
+            color=colors[heads],
+            alpha=1.0 if model == "tuned" else 0.45,
+            hatch="" if model == "tuned" else "//",
+            label=f"{ABLATED[heads]}, {model} model",
+        )
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(range(len(tasks)), tasks, fontsize="small")
+    ax.set_ylabel("Δ accuracy when zeroed (pp, 95% CI)")
+
+
 def fig_ablation(data: ReportData) -> Figure | None:
-    """Change of each eval task's score (pp) when one of the most-changed heads is zeroed."""
-    rows = rows_of(data, "ablation", lambda m: m.startswith("delta:"))
-    runs = tuned_runs(data, (r["run_id"] for r in rows))
+    """Accuracy change (pp, paired 95% CI) when a run's most-changed heads are zeroed
+    together, next to as many random other heads (the control) and to the same two head
+    sets zeroed in the base model: a top-head drop says the tuned model relies on those
+    heads only if it exceeds the random heads' and, for "relies since training", the base's."""
+    deltas = ablation_deltas(data)
+    runs = tuned_runs(data, deltas)
     if not runs:
         return None
-    fig, axes = new_figure(len(runs), w=4.4)
+    fig, axes = new_figure(len(runs), w=4.8)
     for ax, run in zip(axes, runs, strict=True):
-        mine = [r for r in rows if r["run_id"] == run["run_id"]]
-        heads = sorted({(r["layer"], r["head"]) for r in mine})
-        tasks = sorted({r["metric"].split(":", 1)[1] for r in mine})
-        vals = {(r["layer"], r["head"], r["metric"].split(":", 1)[1]): r["value"] for r in mine}
-        width = 0.8 / len(tasks)
-        for k, task in enumerate(tasks):
-            ys = [100 * vals.get((la, h, task), np.nan) for la, h in heads]
-            ax.bar(
-                np.arange(len(heads)) + (k - (len(tasks) - 1) / 2) * width, ys, width, label=task
-            )
-        ax.axhline(0, color="black", lw=0.8)
-        ax.set_xticks(
-            range(len(heads)), [f"L{la}H{h}" for la, h in heads], rotation=45, fontsize="x-small"
-        )
-        ax.set_xlabel("ablated head (layer, head)")
-        ax.set_ylabel("Δ score when zeroed (pp)")
+        _ablation_panel(ax, deltas[run["run_id"]])
         ax.set_title(run_name(run, multi_seed(data)), fontsize="small")
-        ax.legend(fontsize="x-small")
-    fig.suptitle("Head ablation: score change when one head is zeroed")
+    axes[0].legend(fontsize="x-small")
+    fig.suptitle("Head ablation: top-JS heads vs random heads, in the tuned and the base model")
     return fig
 
 

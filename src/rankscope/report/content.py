@@ -6,6 +6,7 @@ Markdown and as HTML. Prose names methods through :attr:`MethodKey.prose`.
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass
 from typing import Union
@@ -221,14 +222,70 @@ def summary_blocks(data: ReportData, tables: dict[str, Table | None]) -> list[Bl
         "numbers over seeds are mean ± 95% CI half-width. Each configuration is shown at "
         "the learning rate that scored best on validation items (never on test)."
     )
+    gsm8k = gsm8k_setting(data)
+    if gsm8k:
+        intro += f" GSM8K is scored like lm-eval's gsm8k task: {gsm8k}."
+    groups = data.retention_groups
+    if groups:
+        intro += (
+            f" Retention is scored on the {len(groups)} {data.retention_task} subjects that no "
+            f"training task of the sweep covers (neither trained on nor in a training task's "
+            f"domain): {', '.join(groups)}."
+        )
     blocks: list[Block] = [Heading("Summary"), Para(intro), Para(how_sure_line(data))]
+    decontam = decontamination_line(data)
+    if decontam:
+        blocks.append(Para(decontam))
     refs = reference_lines(data)
     blocks += [Bullets(refs)] if refs else [Para("No finished run has eval results yet.")]
     blocks += significance_blocks(data)
     trade = tables["tradeoffs"]
     if trade is not None and trade.rows:
         blocks += [Heading("Trade-offs", 3), TableBlock(trade)]
+    drift = tables.get("drift")
+    if drift is not None and drift.rows:
+        blocks += [Heading("Retention beyond accuracy", 3), TableBlock(drift)]
     return blocks
+
+
+def gsm8k_setting(data: ReportData) -> str | None:
+    """How GSM8K was scored (its few-shot setting moves its numbers), from the stored config;
+    None when the sweep does not evaluate it."""
+    if "gsm8k" not in data.eval_tasks:
+        return None
+    from rankscope.tasks import gsm8k
+    from rankscope.tasks.base import DataConfig
+
+    try:
+        section = json.loads(data.meta.get("config_json") or "{}").get("data") or {}
+        known = {k: v for k, v in section.items() if k in DataConfig.__dataclass_fields__}
+        return gsm8k.setting(DataConfig(**known))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def decontamination_line(data: ReportData) -> str | None:
+    """What the GPT-3 13-gram decontamination took out of the training sets (stored by the
+    driver in the store's meta); None for a sweep that recorded none."""
+    try:
+        doc = json.loads(data.meta.get("decontamination") or "null")
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    hits = [o for o in doc.get("overlaps", []) if o.get("dropped")]
+    head = (
+        f"Decontamination ({doc.get('ngram', 13)}-gram overlap, the GPT-3 rule, questions only, "
+        "boilerplate ignored): "
+    )
+    if not hits:
+        return head + "no training item overlaps an eval item; nothing was dropped."
+    parts = [
+        f"{o['dropped']} of {o['train_items']} {o['train_task']} training items overlap "
+        f"{o['eval_task']}"
+        for o in hits
+    ]
+    return head + "; ".join(parts) + ". They were dropped from training (never from evaluation)."
 
 
 def significance_blocks(data: ReportData) -> list[Block]:

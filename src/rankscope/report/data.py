@@ -93,11 +93,14 @@ class Score(Keyed):
         return None if self.base_value is None else self.value - self.base_value
 
 
-def scores(runs: Iterable[Row], metrics: Iterable[Row]) -> list[Score]:
-    """Primary-metric score per (done run, eval task), with the base value beside it."""
+def scores(runs: Iterable[Row], metrics: Iterable[Row], metric: str | None = None) -> list[Score]:
+    """Primary-metric score per (done run, eval task), with the base value beside it; with
+    `metric`, that metric's instead (where a task has it)."""
     runs = list(runs)
     metrics = list(metrics)
     primary = primary_metrics(metrics)
+    if metric is not None:
+        primary = dict.fromkeys(primary, metric)
     by_run = {r["run_id"]: r for r in done_runs(runs)}
     base = base_run(runs)
     base_vals = {
@@ -254,6 +257,19 @@ class ReportData:
     @property
     def retention_task(self) -> str | None:
         return self.meta.get("retention_task") or self._config_tasks().get("retention") or None
+
+    @property
+    def retention_groups(self) -> list[str]:
+        """The groups (MMLU subjects) the retention task was scored on, from its per-group
+        metrics (`<metric>|<group>`): every subject no training task of the sweep covers."""
+        ret = self.retention_task
+        return sorted(
+            {
+                m["metric"].split("|", 1)[1]
+                for m in self.metrics
+                if m["task"] == ret and "|" in m["metric"]
+            }
+        )
 
     def task_header(self, task: str) -> str:
         return f"{task} (retention)" if task == self.retention_task else task

@@ -101,19 +101,27 @@ def _layer_matrix(data: ReportData, rows: list[Row]) -> tuple[list[Row], list[in
     return runs, layers, m
 
 
+DRIFT_PANELS = {  # metric: (colour bar label, colour map)
+    "rel_fro": ("‖ΔW‖_F / ‖W₀‖_F (ratio)", "viridis"),
+    "subspace_sim_left": ("subspace similarity φ of top-k left singular vectors", "magma"),
+    "sim_left": ("index-matched |cos| of top-k left singular vectors", "magma"),
+}
+"""The drift heatmaps, in order. φ (Hu et al. 2021) compares the top-k spans, at a k below
+the matrix size; the index-matched cosine (the paper's measure) also drops where nearly tied
+singular vectors merely swap places. Stores from before φ existed show the other two."""
+
+
 def fig_drift_heatmaps(data: ReportData) -> Figure | None:
     """Relative update size ‖ΔW‖_F/‖W₀‖_F and the alignment of the top left singular
-    vectors with the base model's, per layer (mean over modules) and run."""
-    panels = [(m, rows_of(data, "spectral", m)) for m in ("rel_fro", "sim_left")]
+    vectors with the base model's (subspace similarity, index-matched cosine), per layer
+    (mean over modules) and run."""
+    panels = [(m, rows_of(data, "spectral", m)) for m in DRIFT_PANELS]
     panels = [(m, rows) for m, rows in panels if rows]
     if not panels:
         return None
     n_runs = len({r["run_id"] for _, rows in panels for r in rows})
-    fig, axes = new_figure(len(panels), ncols=2, w=6.0, h=1.2 + 0.28 * n_runs)
-    titles = {
-        "rel_fro": ("‖ΔW‖_F / ‖W₀‖_F (ratio)", "viridis"),
-        "sim_left": ("matched cosine of top-k left singular vectors", "magma"),
-    }
+    fig, axes = new_figure(len(panels), ncols=3, w=6.0, h=1.2 + 0.28 * n_runs)
+    titles = DRIFT_PANELS
     for ax, (metric, rows) in zip(axes, panels, strict=True):
         runs, layers, m = _layer_matrix(data, rows)
         im = ax.imshow(np.ma.masked_invalid(m), aspect="auto", cmap=titles[metric][1])

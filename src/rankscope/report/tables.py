@@ -7,6 +7,7 @@ split (``Table``, ``to_markdown``, ``ReportData``, ...), so older imports keep w
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from rankscope.identity import fmt_lr
@@ -14,8 +15,10 @@ from rankscope.report.analysis_rows import per_run, rows_of, tuned_runs
 from rankscope.report.data import (
     ReportData,
     Score,
+    base_run,
     failed_runs,
     is_baseline,
+    scores,
     sort_runs,
 )
 from rankscope.report.derived import (
@@ -46,10 +49,12 @@ from rankscope.report.selection import (
     lr_rows,
     selected_lrs,
     several_lrs,
+    shown,
     shown_agg,
     shown_runs,
     shown_scores,
 )
+from rankscope.stats import mean_ci
 
 __all__ = [  # the builders, and the names older code imports from here
     "ReportData",
@@ -57,6 +62,7 @@ __all__ = [  # the builders, and the names older code imports from here
     "cross_domain",
     "cross_domain_table",
     "delta_table",
+    "drift_table",
     "failed_table",
     "lr_table",
     "latex_escape",
@@ -70,7 +76,7 @@ __all__ = [  # the builders, and the names older code imports from here
     "tradeoff_table",
 ]
 
-SPECTRAL_SUMMARY = ("rel_fro", "stable_rank", "effective_rank", "sim_left")
+SPECTRAL_SUMMARY = ("rel_fro", "stable_rank", "effective_rank", "subspace_sim_left", "sim_left")
 RUN_COLUMNS = ("run", "method", "train task", "seed")
 COST_FIELDS = (  # column, runs-table field, formatter
     ("trainable params", "trainable_params", fmt_int),
@@ -201,6 +207,82 @@ def tradeoff_table(data: ReportData) -> Table:
     return t
 
 
+DRIFT_METRICS = ("gold_logprob", "kl_base")
+"""The continuous retention measures: the gold answer letter's log-probability (its change
+vs base) and the mean per-token KL(base ‖ tuned) on general text (rankscope.drift)."""
+
+_Conf = tuple[str | None, MethodKey]
+
+
+def _measure_cell(scores_: list[Score], change: bool, base_se: float | None) -> str:
+    """Mean over seeds ± 95% half-width: the seeds' t-interval, or for one seed the items'
+    normal interval (1.96 standard errors; a change adds the base's error in quadrature)."""
+    values = [s.delta if change else s.value for s in scores_]
+    if not values or any(v is None for v in values):
+        return "–"
+    ci = mean_ci(values)  # type: ignore[arg-type]
+    half = ci.half_width
+    if half is None and scores_[0].stderr is not None:
+        base = (base_se or 0.0) if change else 0.0
+        half = 1.96 * math.sqrt(scores_[0].stderr ** 2 + base**2)
+    text = f"{ci.est:+.3f}" if change else f"{ci.est:.4f}"
+    return text if half is None else f"{text} ± {half:.{3 if change else 4}f}"
+
+
+def _by_conf(items: list[Score]) -> dict[_Conf, list[Score]]:
+    out: dict[_Conf, list[Score]] = {}
+    for s in items:
+        if not s.key.info.baseline:
+            out.setdefault((s.train_task, s.key), []).append(s)
+    return out
+
+
+def drift_table(data: ReportData) -> Table | None:
+    """Retention beyond letter accuracy: per shown configuration, its retention accuracy
+    change beside the change of the gold letter's log-probability and the KL(base ‖ tuned)
+    on general text, which move even where accuracy sits at chance. None without them."""
+    ret = data.retention_task
+    rows = [r for r in data.metrics if r["task"] == ret]
+    selected = selected_lrs(data)
+    gold = _by_conf(shown([s for s in scores(data.runs, rows, "gold_logprob")], selected))
+    kl = _by_conf(shown([s for s in scores(data.runs, rows, "kl_base")], selected))
+    if ret is None or not (gold or kl):
+        return None
+    base = base_run(data.runs)
+    base_se = next(
+        (
+            r["stderr"]
+            for r in rows
+            if base and r["run_id"] == base["run_id"] and r["metric"] == "gold_logprob"
+        ),
+        None,
+    )
+    acc = {(a.train_task, a.key): a for a in shown_agg(data, selected) if a.task == ret}
+    cols = ["method", "train task", "seeds", "accuracy Δ (pp)"]
+    cols += ["gold log-prob Δ (nats)", "KL(base ‖ tuned) (nats/token)"]
+    caption = (
+        f"Retention on {ret} beyond letter accuracy: the change vs base of the gold answer "
+        "letter's mean log-probability, and the mean per-token KL divergence of the base "
+        "model's next-token distribution from the tuned model's on general text (0 = "
+        "unchanged). Both move where accuracy sits at chance. Mean ± 95% CI half-width over "
+        "seeds (one seed: over items)." + SHOWN
+    )
+    t = Table.make(cols, 3, caption)
+    for conf in sorted({*gold, *kl}, key=lambda c: (c[1].sort_key, c[0] or "")):
+        a = acc.get(conf)
+        t.rows.append(
+            [
+                conf[1].lr_label,
+                conf[0] or "–",
+                str(len(gold.get(conf) or kl.get(conf) or [])),
+                fmt_ci_pp(a.delta_ci) if a else "–",
+                _measure_cell(gold.get(conf, []), True, base_se),
+                _measure_cell(kl.get(conf, []), False, None),
+            ]
+        )
+    return t
+
+
 def _seed_range(seeds: tuple[int, ...]) -> str:
     if not seeds:
         return "–"
@@ -270,6 +352,7 @@ def report_tables(data: ReportData) -> dict[str, Table | None]:
     file show the same objects. None: no spectral table without analysis rows."""
     return {
         "tradeoffs": tradeoff_table(data),
+        "drift": drift_table(data),
         "results": results_table(data),
         "delta": delta_table(data),
         "retention": retention_table(data),

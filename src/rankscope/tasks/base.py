@@ -34,6 +34,13 @@ class Item:
     """Generative: the gold final answer (normalised number as text)."""
     group: str = ""
     """Sub-group for per-group scores (an MMLU subject); empty = none."""
+    norm_prompt: str = ""
+    """MCQ `acc_norm`: the prompt of lm-eval's own task for this benchmark, whose choices are
+    scored as continuations (no lettered options unless that task lists them); empty = use
+    `prompt`. `acc` always scores the letter after `prompt`."""
+    norm_choices: tuple[str, ...] = ()
+    """MCQ `acc_norm`: the continuations (each scored after a space) of lm-eval's task, in
+    letter order; empty = `choices`."""
 
 
 @dataclass
@@ -46,17 +53,24 @@ class DataConfig:
     """A malformed data row: stop (error naming file:line) | skip (skip it, report a count)."""
     shots: int = 0
     """Few-shot exemplars prepended to every eval prompt (MMLU: the subject's dev rows;
-    others: the first k train items); 0 = zero-shot."""
+    others: the first k train items); 0 = zero-shot. GSM8K has its own, `gsm8k_shots`."""
+    gsm8k_shots: int = 5
+    """Few-shot exemplars of GSM8K eval prompts: the first k train items with their worked
+    answers (lm-eval's gsm8k is 5-shot). Zero-shot, a model not trained on GSM8K rarely writes
+    '#### N', so strict match measures the format; 0 = zero-shot."""
     chat_template: bool = False
     """Wrap prompts in the tokenizer's chat template (instruct models)."""
     mmlu_subjects: list[str] = field(default_factory=list)
     """MMLU subjects or categories (stem, humanities, social_sciences, other) to evaluate on;
-    empty = all subjects no training task uses."""
+    empty = every subject no training task of the sweep covers (neither trained on nor in a
+    training task's domain, `Task.mmlu_domain`)."""
     mmlu_train_subjects: list[str] = field(default_factory=list)
     """MMLU subjects or categories to train on when mmlu is a training task (must not
     overlap the evaluated subjects)."""
     mathqa_target: str = "rationale"
-    """MathQA training completion: rationale (worked rationale + letter) | letter."""
+    """MathQA training completion: rationale (the worked rationale, then 'Answer: <letter>',
+    so the model learns to reason before it answers) | letter (the gold letter only). Eval
+    scores the letter right after the prompt either way."""
     holdout_fraction: float = 0.2
     """When only one labelled split exists on disk, this fraction (by a stable hash of the
     item) is the test split and the rest the train split."""
@@ -71,6 +85,7 @@ class DataConfig:
         require_one_of("data.on_bad_row", self.on_bad_row, ("stop", "skip"), hint=True)
         require_one_of("data.mathqa_target", self.mathqa_target, ("rationale", "letter"), hint=True)
         require(self.shots >= 0, f"data.shots: must be >= 0, got {self.shots}")
+        require(self.gsm8k_shots >= 0, f"data.gsm8k_shots: must be >= 0, got {self.gsm8k_shots}")
         require(0 < self.holdout_fraction < 1, "data.holdout_fraction: must be in (0, 1)")
         require(0 < self.val_fraction < 1, "data.val_fraction: must be in (0, 1)")
 
@@ -101,14 +116,19 @@ class Task:
     """Generation stop strings (gen tasks)."""
     extract: Callable[[str], dict[str, str | None]] | None = None
     """Generation -> {'strict': answer|None, 'flexible': answer|None} (gen tasks)."""
+    probe_texts: Callable[[TaskContext], list[str]] | None = None
+    """General text of the task's kind for the KL(base ‖ tuned) retention measure (the toy
+    world's general corpus); None: the prompts of its test items."""
+    mmlu_domain: tuple[str, ...] = ()
+    """The MMLU subjects of this task's own domain. Training on the task is in-domain for
+    them, so they are left out of the retention probe of any sweep that trains on it."""
 
     def items(self, split: str, ctx: TaskContext, limit: int | None = None) -> list[Item]:
         if split not in self.splits:
             raise DataError(
                 f"task {self.name!r} has no {split!r} split (it has: {', '.join(self.splits)})"
             )
-        items = self.load(split, ctx)
-        return items[:limit] if limit else items
+        return subset(self.load(split, ctx), limit)
 
 
 def in_val(item: Item, fraction: float) -> bool:
@@ -125,6 +145,55 @@ def carve_val(items: list[Item], fraction: float) -> tuple[list[Item], list[Item
     ]
 
 
+SUBSET_RULE = "stratified-seeded-v1"
+"""How `subset` draws (named in run identities: a change to the rule must change it)."""
+
+
+def _subset_key(item: Item) -> str:
+    """The item's place in the seeded order: a hash of its id, so the order is the same on
+    every machine and an item keeps its place when others are added."""
+    return hashlib.sha1(f"subset-v1/{item.id}".encode()).hexdigest()
+
+
+def allocate(sizes: dict[str, int], n: int) -> dict[str, int]:
+    """How many of `n` items each group gives: proportional to its size, the seats left by
+    rounding down going to the largest remainders (Hamilton's method); when `n` is at least
+    the number of groups, every group gives at least one. Ties go to the group named first."""
+    total = sum(sizes.values())
+    if n >= total:
+        return dict(sizes)
+    # remainders as integers (n * size - alloc * total) keep the comparison exact
+    alloc = {g: n * s // total for g, s in sizes.items()}
+    if n >= len(sizes):
+        alloc = {g: max(1, a) for g, a in alloc.items()}
+    order = sorted(sizes)
+    while sum(alloc.values()) < n:
+        room = [g for g in order if alloc[g] < sizes[g]]
+        best = max(room, key=lambda g: (n * sizes[g] - alloc[g] * total, -order.index(g)))
+        alloc[best] += 1
+    while sum(alloc.values()) > n:  # only after the at-least-one rule
+        over = [g for g in order if alloc[g] > 1]
+        worst = min(over, key=lambda g: (n * sizes[g] - alloc[g] * total, order.index(g)))
+        alloc[worst] -= 1
+    return alloc
+
+
+def subset(items: list[Item], n: int | None) -> list[Item]:
+    """`n` of the items (all when `n` is None or not smaller), in their own order: a seeded
+    random sample, stratified by `Item.group` (an MMLU subject) so a subset spans the groups
+    in proportion. The first n would be whole files: 150 MMLU items, two subjects."""
+    if not n or n >= len(items):
+        return list(items)
+    groups: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        groups.setdefault(it.group, []).append(i)
+    take = allocate({g: len(ix) for g, ix in groups.items()}, n)
+    chosen: set[int] = set()
+    for g, ix in groups.items():
+        chosen.update(sorted(ix, key=lambda i: (_subset_key(items[i]), i))[: take[g]])
+    return [it for i, it in enumerate(items) if i in chosen]
+
+
 def norm_hash(text: str) -> str:
     """Hash of case/space/punctuation-normalised text, for leak checks."""
     norm = re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
@@ -132,7 +201,9 @@ def norm_hash(text: str) -> str:
 
 
 def check_no_overlap(train_name: str, train: list[Item], eval_name: str, evals: list[Item]) -> None:
-    """Refuse any eval item whose normalised prompt also occurs in training data."""
+    """Refuse any eval item whose normalised prompt also occurs in training data: the
+    loaders' own guarantee for their splits. A sweep does not refuse: it drops near-duplicates
+    from training (`rankscope.decontam`)."""
     seen = {norm_hash(it.prompt): it.id for it in train}
     leaks = [(seen[h], it.id) for it in evals if (h := norm_hash(it.prompt)) in seen]
     if leaks:

@@ -8,7 +8,14 @@ per-item strict/flexible results equal the harness's. Note that the harness does
 numbers: "1080.00" does not match "1080", and neither does it here.
 
 Splits: train / test, from `openai/gsm8k` (config main) or `gsm8k/{train,test}.jsonl`.
-Few-shot (data.shots = k): the first k train items as `Question: ...\\nAnswer: {answer}`.
+
+Few-shot, as lm-eval's gsm8k (num_fewshot 5): eval prompts start with `data.gsm8k_shots`
+(default 5) solved train items, each `Question: ...\\nAnswer: {worked answer}` and a blank
+line. Zero-shot, a model never trained on GSM8K rarely ends with `#### N`, so its strict score
+measures the format, not the reasoning; the exemplars show the format. They are the first k
+train items (lm-eval draws 5 at random per item, seed 1234; a fixed set is the same for every
+item and every run), never test items; training prompts stay zero-shot. `data.shots` does not
+apply here.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from rankscope.tasks.base import Item, Task, TaskContext
+from rankscope.tasks.base import DataConfig, Item, Task, TaskContext
 from rankscope.tasks.mcq import few_shot_loader
 from rankscope.tasks.sources import (
     Row,
@@ -90,7 +97,14 @@ def _items(split: str, ctx: TaskContext) -> list[Item]:
     ]
 
 
-load = few_shot_loader("gsm8k", _items)
+load = few_shot_loader("gsm8k", _items, shots_field="gsm8k_shots")
+
+
+def setting(data: DataConfig) -> str:
+    """How GSM8K is scored under `data`, in one line for the report (its numbers depend on it)."""
+    k = data.gsm8k_shots
+    shots = f"{k}-shot, exemplars = first {k} train items" if k else "zero-shot"
+    return f"{shots}; strict '#### N' and flexible last-number match"
 
 
 TASK = Task(
@@ -101,4 +115,5 @@ TASK = Task(
     "scored like lm-eval's gsm8k (strict '#### N' and flexible last-number match)",
     stop=STOP,
     extract=extract,
+    mmlu_domain=("elementary_mathematics", "high_school_mathematics"),
 )

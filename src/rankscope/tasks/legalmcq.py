@@ -106,4 +106,5 @@ TASK = Task(
     "CaseHOLD legal holdings (LexGLUE case_hold), 5-option MCQ; hub: train / test; files: "
     "train and test carved from the 1,000-row test sample by a stable hash "
     "(data.holdout_fraction = test)",
+    mmlu_domain=("international_law", "jurisprudence", "professional_law"),
 )

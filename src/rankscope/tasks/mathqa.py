@@ -1,9 +1,19 @@
 """MathQA (math word problems from AQuA-RAT), 5-option MCQ.
 
 Prompt: `"{Problem}\\nA. {a}\\n...\\nE. {e}\\nAnswer:"`. Training completion
-(`data.mathqa_target`): rationale -> the gold letter, a newline, then `Rationale: ...` (the
-worked solution, outer quotes removed); letter -> the gold letter only. Few-shot exemplars
-(data.shots = k, the first k train items) show the letter only, as the evaluator scores it.
+(`data.mathqa_target`): rationale -> the worked solution (outer quotes removed), a newline,
+then `Answer: {letter}`, so the model is trained to write its reasoning first and the
+answer it leads to last (a rationale after the letter could not help choose it); letter ->
+the gold letter only. Eval scores `acc` by the letter right after the prompt either way: a
+model trained on rationales puts less mass on any letter there, but which letter is likeliest
+still decides. Few-shot exemplars (data.shots = k, the first k train items) show the letter
+only, as the evaluator scores it.
+
+`acc_norm` uses lm-eval's own `mathqa` prompt (`Item.norm_prompt`): `"Question:
+{Problem}\\nAnswer:"`, no options listed, each option text scored as a continuation (after a
+space) and normalised by its length in characters, so it compares with published numbers.
+The option texts are ours: lm-eval's regex misparses the list-encoded rows (a stray quote
+kept) and options holding " , " (cut at it), which our parser splits correctly.
 
 Options come as `"a ) 38 , b ) 27.675 , ..."` (split with the README's regex, since an option
 may itself contain " , ") or, in ~2% of rows, as a Python-list string `"['a ) 12', ...]"`.
@@ -109,11 +119,24 @@ def _items(split: str, ctx: TaskContext) -> list[Item]:
         part = "dev" if split == "train" else "test"
     items = []
     for row, (problem, options, gold, rationale) in rows:
-        completion = LETTERS[gold]
-        if data.mathqa_target == "rationale":
-            completion += f"\nRationale: {rationale}"
-        items.append(mcq_item(f"mathqa/{part}/{row.index}", problem, options, gold, completion))
+        completion = target(rationale, LETTERS[gold], data.mathqa_target)
+        items.append(
+            mcq_item(
+                f"mathqa/{part}/{row.index}",
+                problem,
+                options,
+                gold,
+                completion,
+                norm_prompt=f"Question: {problem}\nAnswer:",
+            )
+        )
     return items
+
+
+def target(rationale: str, letter: str, kind: str) -> str:
+    """The training completion: the rationale first, then the letter it arrives at (so the
+    reasoning can inform the answer), or the letter alone (`data.mathqa_target`)."""
+    return f"{rationale}\nAnswer: {letter}" if kind == "rationale" else letter
 
 
 load = few_shot_loader("mathqa", _items)
@@ -123,6 +146,13 @@ TASK = Task(
     "mathqa",
     "mcq",
     load,
-    "MathQA math word problems, 5-option MCQ, trained with the worked rationale "
-    "(data.mathqa_target); files: train = dev.json, test = test.json",
+    "MathQA math word problems, 5-option MCQ, trained to write the worked rationale, then "
+    "the answer letter (data.mathqa_target); acc_norm on lm-eval's mathqa prompt; "
+    "files: train = dev.json, test = test.json",
+    mmlu_domain=(
+        "elementary_mathematics",
+        "high_school_mathematics",
+        "college_mathematics",
+        "high_school_statistics",
+    ),
 )

@@ -3,6 +3,10 @@
 Layout (lm-evaluation-harness's MMLU `doc_to_text`, used for every MCQ benchmark):
 `"{question}\\nA. {c0}\\nB. {c1}...\\nAnswer:"`; the evaluator scores " A", " B", ... right
 after the prompt, and a few-shot exemplar is that block, " {letter}" and a blank line.
+
+A benchmark whose lm-eval task scores `acc_norm` on another prompt (MathQA: the question
+alone, the option texts as continuations) carries it as `Item.norm_prompt` / `norm_choices`;
+its exemplars are then that prompt, " {gold continuation}" and a blank line, as lm-eval's.
 """
 
 from __future__ import annotations
@@ -32,8 +36,11 @@ def mcq_item(
     completion: str | None = None,
     group: str = "",
     head: str = "",
+    norm_prompt: str = "",
+    norm_choices: Sequence[str] = (),
 ) -> Item:
-    """An MCQ Item; `completion` defaults to the gold letter, `head` goes before the block."""
+    """An MCQ Item; `completion` defaults to the gold letter, `head` goes before the block;
+    `norm_prompt` / `norm_choices`: lm-eval's own acc_norm prompt and continuations."""
     return Item(
         id=item_id,
         prompt=head + mcq_block(question, choices),
@@ -41,6 +48,8 @@ def mcq_item(
         choices=tuple(choices),
         gold=gold,
         group=group,
+        norm_prompt=norm_prompt,
+        norm_choices=tuple(norm_choices),
     )
 
 
@@ -50,22 +59,36 @@ def exemplar(item: Item) -> str:
     return f"{item.prompt} {answer}\n\n"
 
 
-def with_shots(items: list[Item], exemplars: Sequence[Item], k: int, where: str) -> list[Item]:
-    """Prepend the first k exemplars to every item's prompt (k = data.shots)."""
+def norm_exemplar(item: Item) -> str:
+    """A solved example before an acc_norm prompt: lm-eval's prompt and gold continuation."""
+    return f"{item.norm_prompt} {(item.norm_choices or item.choices)[item.gold]}\n\n"
+
+
+def with_shots(
+    items: list[Item], exemplars: Sequence[Item], k: int, where: str, key: str = "data.shots"
+) -> list[Item]:
+    """Prepend the first k exemplars to every item's prompt (k = the config field `key`),
+    and to its acc_norm prompt where it has one."""
     if k <= 0:
         return items
     if len(exemplars) < k:
         raise ConfigError(
-            f"data.shots: {k} few-shot exemplars asked for, but {where} has only {len(exemplars)}"
+            f"{key}: {k} few-shot exemplars asked for, but {where} has only {len(exemplars)}"
         )
     prefix = "".join(exemplar(e) for e in exemplars[:k])
-    return [replace(it, prompt=prefix + it.prompt) for it in items]
+    norm = "".join(norm_exemplar(e) for e in exemplars[:k] if e.norm_prompt)
+    return [
+        replace(it, prompt=prefix + it.prompt, norm_prompt=it.norm_prompt and norm + it.norm_prompt)
+        for it in items
+    ]
 
 
 def few_shot_loader(
-    name: str, items: Callable[[str, TaskContext], list[Item]]
+    name: str, items: Callable[[str, TaskContext], list[Item]], shots_field: str = "shots"
 ) -> Callable[[str, TaskContext], list[Item]]:
-    """load(split, ctx) of a task whose few-shot exemplars are its first k train items."""
+    """load(split, ctx) of a task whose few-shot exemplars are its first k train items, k
+    being the `data.<shots_field>` setting. Only test prompts get them: training prompts
+    stay zero-shot, and an exemplar is a train item, never a test one."""
 
     def load(split: str, ctx: TaskContext) -> list[Item]:
         got = items(split, ctx)
@@ -73,9 +96,10 @@ def few_shot_loader(
             raise DataError(
                 f"{name}: the {split} split is empty (data.holdout_fraction too extreme?)"
             )
-        shots = data_config(ctx).shots
+        shots = getattr(data_config(ctx), shots_field)
         if split == "test" and shots:
-            got = with_shots(got, items("train", ctx), shots, f"the {name} train split")
+            where, key = f"the {name} train split", f"data.{shots_field}"
+            got = with_shots(got, items("train", ctx), shots, where, key)
         return got
 
     return load

@@ -3,6 +3,11 @@
 Prompt: `"{question}\\nA. {opa}\\nB. {opb}\\nC. {opc}\\nD. {opd}\\nAnswer:"`, completion = the
 gold letter, as for every MCQ benchmark here.
 
+`acc_norm` follows lm-eval's own `medmcqa` task (`Item.norm_prompt`): its prompt
+`"Question: {question}\\nChoices:\\nA. {opa}\\n...D. {opd}\\nAnswer:"` lists the options and its
+choices are the letters, so it scores " A".." D" and every choice is one character long: its
+acc_norm equals its acc, and ours equals both (on that prompt, not ours).
+
 Splits. hub (`openlifescienceai/medmcqa`): train = its train split, test = its validation
 split (its test split is unlabelled, cop = -1, and is refused). files: only the labelled
 validation split exists (`medmcqa/validation.jsonl`), so train and test are carved from it
@@ -107,9 +112,22 @@ def _items(split: str, ctx: TaskContext) -> list[Item]:
     data = data_config(ctx)
     part = HUB_SPLIT[split] if data.source == "hub" else "validation"
     return [
-        mcq_item(f"medmcqa/{part}/{row.index}", q, options, gold)
+        mcq_item(
+            f"medmcqa/{part}/{row.index}",
+            q,
+            options,
+            gold,
+            norm_prompt=lm_eval_prompt(q, options),
+            norm_choices=LETTERS[:4],
+        )
         for row, (q, options, gold) in _rows(split, ctx)
     ]
+
+
+def lm_eval_prompt(question: str, options: list[str]) -> str:
+    """lm-eval's medmcqa `doc_to_text` (question and options stripped, as in our prompt)."""
+    listed = "".join(f"{LETTERS[i]}. {o}\n" for i, o in enumerate(options))
+    return f"Question: {question}\nChoices:\n{listed}Answer:"
 
 
 load = few_shot_loader("medmcqa", _items)
@@ -119,7 +137,20 @@ TASK = Task(
     "medmcqa",
     "mcq",
     load,
-    "MedMCQA medical entrance-exam questions, 4-option MCQ; hub: train / validation as test; "
+    "MedMCQA medical entrance-exam questions, 4-option MCQ (acc_norm on lm-eval's medmcqa "
+    "prompt: = its acc); hub: train / validation as test; "
     "files: train and test carved from validation.jsonl by a stable hash "
     "(data.holdout_fraction = test)",
+    mmlu_domain=(
+        "anatomy",
+        "clinical_knowledge",
+        "college_biology",
+        "college_medicine",
+        "high_school_biology",
+        "human_aging",
+        "medical_genetics",
+        "nutrition",
+        "professional_medicine",
+        "virology",
+    ),
 )

@@ -6,7 +6,10 @@ rows each answered " {letter}\\n\\n", then `question.strip()`, the lettered opti
 "Answer:". Every item carries `group = subject` for per-subject and size-weighted scores.
 
 Splits. test: MMLU's test rows of the evaluated subjects = `data.mmlu_subjects`, or when that
-is empty every subject not in `data.mmlu_train_subjects`. train (only when mmlu is trained
+is empty every subject that no training task of the sweep covers: not in
+`data.mmlu_train_subjects` and not in the `mmlu_domain` of a training task (MedMCQA's
+clinical_knowledge, CaseHOLD's professional_law ...). Naming such a subject in
+`data.mmlu_subjects` is refused. train (only when mmlu is trained
 on): the test rows of `data.mmlu_train_subjects` (val: their val rows, where lr is
 chosen), which must not overlap the evaluated subjects. Both settings take subject names or
 the categories stem, humanities, social_sciences, other (lm-eval's mapping).
@@ -174,6 +177,20 @@ def _available(ctx: TaskContext) -> list[str]:
     return found
 
 
+def domain_subjects(train_tasks: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """subject -> the training task whose domain covers it (`Task.mmlu_domain`): MMLU's
+    clinical_knowledge is in-domain for a MedMCQA-trained run, so it cannot measure that
+    run's retention. MMLU's own training subjects are handled by `subjects_for`."""
+    from rankscope.tasks import TASKS  # the registry imports this module
+
+    return {s: t for t in train_tasks if t in TASKS for s in TASKS[t].mmlu_domain if s in SUBJECTS}
+
+
+def retention_subjects(ctx: TaskContext) -> list[str]:
+    """The MMLU subjects the retention probe scores for this sweep (the report lists them)."""
+    return subjects_for(ctx, "test")[0]
+
+
 def subjects_for(ctx: TaskContext, split: str) -> tuple[list[str], list[str]]:
     """(evaluated subjects, training subjects), checked against each other."""
     data = data_config(ctx)
@@ -185,10 +202,20 @@ def subjects_for(ctx: TaskContext, split: str) -> tuple[list[str], list[str]]:
             "data.mmlu_train_subjects: empty, but mmlu is a training task; name the MMLU "
             "subjects or categories to train on (they must differ from the evaluated ones)"
         )
+    domain = domain_subjects(ctx.train_tasks)
     if data.mmlu_subjects:
         evaluated = expand(data.mmlu_subjects, "mmlu_subjects", available)
+        inside = [s for s in evaluated if s in domain]
+        if inside:
+            raise ConfigError(
+                f"data.mmlu_subjects: {', '.join(inside)} "
+                f"{'is' if len(inside) == 1 else 'are'} in the domain of training task "
+                f"{domain[inside[0]]!r}; retention is measured on subjects no training task "
+                "of the sweep covers (drop them, or leave data.mmlu_subjects empty to get "
+                "every unrelated subject)"
+            )
     else:
-        evaluated = [s for s in available() if s not in train]
+        evaluated = [s for s in available() if s not in train and s not in domain]
     both = sorted(set(evaluated) & set(train)) if trained else []
     if both:
         raise ConfigError(

@@ -133,6 +133,12 @@ def _general_loader(split: str, ctx: TaskContext) -> list[Item]:
     return items
 
 
+def _general_corpus(ctx: TaskContext) -> list[str]:
+    """The general facts as the plain statements of the base model's pretraining text."""
+    world = _world(_spec(ctx))
+    return [statement(world, f) for f in world.general]
+
+
 def _domain_loader(domain: str, task: str, n_options: int):
     def make(split: str, spec: WorldSpec) -> list[Item]:
         world = _world(spec)
@@ -179,6 +185,7 @@ TOY_TASKS = {
         "general facts the base model learned in pretraining, 4-option MCQ "
         "(like MMLU; the retention probe)",
         splits=("test",),
+        probe_texts=_general_corpus,
     ),
     "toy-med": Task(
         "toy-med",
