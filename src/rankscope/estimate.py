@@ -42,7 +42,7 @@ def model_config(mcfg: ModelConfig) -> Any:
 
     if mcfg.name == "toy":  # known from the world's spec; nothing is built
         return toy_model_config(spec_for(mcfg.world, mcfg.world_seed))
-    if mcfg.name == "tiny-real":
+    if mcfg.name in ("tiny-real", "smollm2-135m-instruct"):  # built/converted once, cached
         return AutoConfig.from_pretrained(resolve_model_path(mcfg))
     path = Path(mcfg.name).expanduser()
     if (path / "config.json").is_file():

@@ -1,5 +1,5 @@
-"""Model loading: find the base model (toy world, tiny-real, a local dir or a hub id) and load
-it once per process.
+"""Model loading: find the base model (toy world, tiny-real, smollm2-135m-instruct, a local dir
+or a hub id) and load it once per process.
 
 Not a method: every method starts from the same base model, and the analysis and evaluation
 load it too, so loading lives below `rankscope.methods`. torch/transformers are imported
@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from rankscope import smollm2
 from rankscope.config import ModelConfig
 from rankscope.errors import ConfigError, RankscopeError
 from rankscope.world import build as world_build
@@ -24,13 +25,16 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"
 
 
 def resolve_model_path(mcfg: ModelConfig) -> Path | str:
-    """The toy model's dir (shipped, or built on first use), a local dir, or a hub id."""
+    """The toy model's dir (shipped, or built on first use), a built-in model's dir (built or
+    converted on first use), a local dir, or a hub id."""
     if mcfg.name == "toy":
         spec = spec_for(mcfg.world, mcfg.world_seed)
         cache = Path(mcfg.cache_dir) if mcfg.cache_dir else None
         return world_build.base_model_path(spec, cache)
     if mcfg.name == "tiny-real":
         return world_tiny.ensure_tiny_model(mcfg)
+    if mcfg.name == smollm2.NAME:
+        return smollm2.ensure_smollm2(mcfg)
     path = Path(mcfg.name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
