@@ -649,3 +649,41 @@ def test_summary_states_the_gsm8k_setting() -> None:
         gsm8k_setting(ReportData(meta={"config_json": json.dumps(cfg)}, runs=[], metrics=[]))
         is None
     )
+
+
+def test_generative_tasks_show_strict_beside_flexible() -> None:
+    """lm-eval's gsm8k reports both extractions; so does the report, mean ± CI over seeds."""
+    from rankscope.report.tables import ReportData, generative_table
+
+    cfg = {"tasks": {"train": ["t"], "eval": ["gsm8k", "t"], "retention": "t"}}
+    runs = [
+        dict(
+            run_id=f"f{s}",
+            method="full",
+            train_task="t",
+            rank=None,
+            alpha=None,
+            lr=1e-3,
+            seed=s,
+            status="done",
+            model="toy",
+            variant="",
+        )
+        for s in (0, 1)
+    ]
+    vals = {"f0": (0.10, 0.30), "f1": (0.20, 0.50)}
+    metrics = [
+        dict(run_id=r, task="gsm8k", metric=m, value=v, stderr=0.01, n=100)
+        for r, pair in vals.items()
+        for m, v in zip(("em_strict", "em_flexible"), pair, strict=True)
+    ] + [dict(run_id=r, task="t", metric="acc", value=0.5, stderr=0.01, n=100) for r in vals]
+    data = ReportData(meta={"config_json": json.dumps(cfg)}, runs=runs, metrics=metrics)
+    table = generative_table(data)
+    assert table is not None
+    assert table.columns[3:] == ["gsm8k strict (%)", "gsm8k flexible (%)"]
+    half = stats.t.ppf(0.975, 1) * np.std([0.1, 0.2], ddof=1) / np.sqrt(2)
+    (row,) = table.rows
+    assert row[:3] == ["full", "t", "2"]
+    assert row[3] == f"15.0 ± {100 * half:.1f}" and row[4].startswith("40.0 ± ")
+    only_mcq = ReportData(meta={"config_json": json.dumps(cfg)}, runs=runs, metrics=metrics[4:])
+    assert generative_table(only_mcq) is None

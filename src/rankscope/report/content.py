@@ -330,6 +330,7 @@ RECOMMEND = (
 RESULT_TABLES = (
     ("Score per run", "results"),
     ("Change vs base per run", "delta"),
+    ("Generative tasks: strict and flexible extraction", "generative"),
     ("Retention", "retention"),
     ("Cross-domain matrix", "cross-domain"),
     ("Learning rate selection", "lr-selection"),

@@ -15,6 +15,7 @@ from rankscope.report.analysis_rows import per_run, rows_of, tuned_runs
 from rankscope.report.data import (
     ReportData,
     Score,
+    aggregate,
     base_run,
     failed_runs,
     is_baseline,
@@ -64,6 +65,7 @@ __all__ = [  # the builders, and the names older code imports from here
     "delta_table",
     "drift_table",
     "failed_table",
+    "generative_table",
     "lr_table",
     "latex_escape",
     "method_label",
@@ -283,6 +285,44 @@ def drift_table(data: ReportData) -> Table | None:
     return t
 
 
+EXTRACTIONS = (("em_strict", "strict"), ("em_flexible", "flexible"))
+"""A generative task's two answer extractions, as lm-eval's gsm8k reports them: the number
+after '#### ' (strict) and the last number of the answer (flexible)."""
+
+
+def generative_table(data: ReportData) -> Table | None:
+    """Per shown configuration and generative task, exact match under the strict and the
+    flexible extraction side by side (%, mean ± CI over seeds). None without such tasks."""
+    tasks = [
+        t
+        for t in data.eval_tasks
+        if any(m["task"] == t and m["metric"] == "em_flexible" for m in data.metrics)
+    ]
+    if not tasks:
+        return None
+    selected = selected_lrs(data)
+    agg = {
+        (metric, a.train_task, a.key, a.task): a
+        for metric, _ in EXTRACTIONS
+        for a in shown(aggregate(scores(data.runs, data.metrics, metric)), selected)
+        if a.metric == metric
+    }
+    cols = ["method", "train task", "seeds"]
+    cols += [f"{t} {name} (%)" for t in tasks for _, name in EXTRACTIONS]
+    caption = (
+        "Generative tasks: exact match of the strict ('#### N') and the flexible (last number) "
+        f"answer extraction, {CI}." + SHOWN
+    )
+    t = Table.make(cols, 3, caption)
+    confs = sorted({(k[1], k[2]) for k in agg}, key=lambda c: (c[1].sort_key, c[0] or ""))
+    for train, key in confs:
+        cells = [agg.get((m, train, key, task)) for task in tasks for m, _ in EXTRACTIONS]
+        n = max((a.n_seeds for a in cells if a), default=0)
+        row = [key.lr_label, train or "–", str(n)]
+        t.rows.append(row + [fmt_ci_pct(a.ci) if a else "–" for a in cells])
+    return t
+
+
 def _seed_range(seeds: tuple[int, ...]) -> str:
     if not seeds:
         return "–"
@@ -355,6 +395,7 @@ def report_tables(data: ReportData) -> dict[str, Table | None]:
         "drift": drift_table(data),
         "results": results_table(data),
         "delta": delta_table(data),
+        "generative": generative_table(data),
         "retention": retention_table(data),
         "cross-domain": cross_domain_table(data),
         "lr-selection": lr_table(data),
