@@ -338,10 +338,13 @@ def ablation_rows(
 
 
 def ablation_tasks(run: RunSpec, cfg: SweepConfig, items: dict[str, list]) -> list[str]:
-    """The run's in-domain task and one cross-domain task (retention if nothing else)."""
+    """The run's in-domain task and one cross-domain task (retention if nothing else): the
+    first multiple-choice one where there is one, since every ablation condition scores it
+    again and an MCQ item costs one forward pass where a generative one costs a generation."""
     others = [t for t in cfg.tasks.eval if t not in (run.train_task, cfg.tasks.retention)]
+    mcq = [t for t in others if TASKS[t].kind == "mcq"]
     chosen = [run.train_task] if run.train_task in items else []
-    return chosen + [others[0] if others else cfg.tasks.retention]
+    return chosen + [(mcq or others or [cfg.tasks.retention])[0]]
 
 
 def ablation_items(

@@ -181,3 +181,20 @@ def test_stored_scores_match_the_stats_of_the_item_vectors(ablated) -> None:
         ]
         assert got == pytest.approx([c.diff, c.lo, c.hi, c.p], abs=1e-12)
         assert c.lo <= c.diff <= c.hi
+
+
+def test_the_cross_domain_ablation_task_is_multiple_choice_where_one_is_evaluated():
+    """Six conditions score it: a generative task (toy-arith, first in the eval list) would cost
+    six generations per item, an MCQ task one forward each."""
+    from rankscope.analyze import ablation_tasks
+    from rankscope.config import load_config
+    from rankscope.plan import make_plan
+
+    cfg = load_config(None, ["seeds=[0]"])
+    run = next(r for r in make_plan(cfg) if r.train_task == "toy-med")
+    items = {t: [] for t in cfg.tasks.eval}
+    assert cfg.tasks.eval[0] == "toy-arith"
+    assert ablation_tasks(run, cfg, items) == ["toy-med", "toy-mathmcq"]
+    gen_only = load_config(None, ["seeds=[0]", "tasks.eval=[toy-arith, toy-general, toy-med]"])
+    run = next(r for r in make_plan(gen_only) if r.train_task == "toy-med")
+    assert ablation_tasks(run, gen_only, items) == ["toy-med", "toy-arith"]
