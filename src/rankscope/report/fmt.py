@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 
 from rankscope.stats import Comparison, Interval
 
+SHOWN = " Each configuration at its learning rate selected on validation."
+"""Caption tail of every table that shows one lr per configuration."""
+CI = "mean ± 95% CI half-width over seeds (t-interval; one seed: no interval)"
+
 
 # ------------------------------------------------------------------ formatting
 def short_error(error: str | None, limit: int = 300) -> str:

@@ -7,7 +7,6 @@ split (``Table``, ``to_markdown``, ``ReportData``, ...), so older imports keep w
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 from rankscope.identity import fmt_lr
@@ -15,11 +14,8 @@ from rankscope.report.analysis_rows import per_run, rows_of, tuned_runs
 from rankscope.report.data import (
     ReportData,
     Score,
-    aggregate,
-    base_run,
     failed_runs,
     is_baseline,
-    scores,
     sort_runs,
 )
 from rankscope.report.derived import (
@@ -30,6 +26,8 @@ from rankscope.report.derived import (
     tradeoffs,
 )
 from rankscope.report.fmt import (
+    CI,
+    SHOWN,
     Table,
     fmt_ci_pct,
     fmt_ci_pp,
@@ -44,18 +42,17 @@ from rankscope.report.fmt import (
     to_markdown,
 )
 from rankscope.report.keys import MethodKey, Row, method_label
+from rankscope.report.measure_tables import drift_table, generative_table
 from rankscope.report.selection import (
     group_key,
     impossible,
     lr_rows,
     selected_lrs,
     several_lrs,
-    shown,
     shown_agg,
     shown_runs,
     shown_scores,
 )
-from rankscope.stats import mean_ci
 
 __all__ = [  # the builders, and the names older code imports from here
     "ReportData",
@@ -112,10 +109,6 @@ def _score_cell(s: Score | None) -> str:
     if s is None:
         return "–"
     return fmt_pct(s.value) + ("" if s.stderr is None else f" ± {fmt_pct(s.stderr)}")
-
-
-SHOWN = " Each configuration at its learning rate selected on validation."
-CI = "mean ± 95% CI half-width over seeds (t-interval; one seed: no interval)"
 
 
 def results_table(data: ReportData) -> Table:
@@ -206,120 +199,6 @@ def tradeoff_table(data: ReportData) -> Table:
             fmt_pp(tr.retention, hw.get("retention")),
         ]
         t.rows.append([tr.key.lr_label, *size, _seed_range(tr.seeds), *deltas])
-    return t
-
-
-DRIFT_METRICS = ("gold_logprob", "kl_base")
-"""The continuous retention measures: the gold answer letter's log-probability (its change
-vs base) and the mean per-token KL(base ‖ tuned) on general text (rankscope.drift)."""
-
-_Conf = tuple[str | None, MethodKey]
-
-
-def _measure_cell(scores_: list[Score], change: bool, base_se: float | None) -> str:
-    """Mean over seeds ± 95% half-width: the seeds' t-interval, or for one seed the items'
-    normal interval (1.96 standard errors; a change adds the base's error in quadrature)."""
-    values = [s.delta if change else s.value for s in scores_]
-    if not values or any(v is None for v in values):
-        return "–"
-    ci = mean_ci(values)  # type: ignore[arg-type]
-    half = ci.half_width
-    if half is None and scores_[0].stderr is not None:
-        base = (base_se or 0.0) if change else 0.0
-        half = 1.96 * math.sqrt(scores_[0].stderr ** 2 + base**2)
-    text = f"{ci.est:+.3f}" if change else f"{ci.est:.4f}"
-    return text if half is None else f"{text} ± {half:.{3 if change else 4}f}"
-
-
-def _by_conf(items: list[Score]) -> dict[_Conf, list[Score]]:
-    out: dict[_Conf, list[Score]] = {}
-    for s in items:
-        if not s.key.info.baseline:
-            out.setdefault((s.train_task, s.key), []).append(s)
-    return out
-
-
-def drift_table(data: ReportData) -> Table | None:
-    """Retention beyond letter accuracy: per shown configuration, its retention accuracy
-    change beside the change of the gold letter's log-probability and the KL(base ‖ tuned)
-    on general text, which move even where accuracy sits at chance. None without them."""
-    ret = data.retention_task
-    rows = [r for r in data.metrics if r["task"] == ret]
-    selected = selected_lrs(data)
-    gold = _by_conf(shown([s for s in scores(data.runs, rows, "gold_logprob")], selected))
-    kl = _by_conf(shown([s for s in scores(data.runs, rows, "kl_base")], selected))
-    if ret is None or not (gold or kl):
-        return None
-    base = base_run(data.runs)
-    base_se = next(
-        (
-            r["stderr"]
-            for r in rows
-            if base and r["run_id"] == base["run_id"] and r["metric"] == "gold_logprob"
-        ),
-        None,
-    )
-    acc = {(a.train_task, a.key): a for a in shown_agg(data, selected) if a.task == ret}
-    cols = ["method", "train task", "seeds", "accuracy Δ (pp)"]
-    cols += ["gold log-prob Δ (nats)", "KL(base ‖ tuned) (nats/token)"]
-    caption = (
-        f"Retention on {ret} beyond letter accuracy: the change vs base of the gold answer "
-        "letter's mean log-probability, and the mean per-token KL divergence of the base "
-        "model's next-token distribution from the tuned model's on general text (0 = "
-        "unchanged). Both move where accuracy sits at chance. Mean ± 95% CI half-width over "
-        "seeds (one seed: over items)." + SHOWN
-    )
-    t = Table.make(cols, 3, caption)
-    for conf in sorted({*gold, *kl}, key=lambda c: (c[1].sort_key, c[0] or "")):
-        a = acc.get(conf)
-        t.rows.append(
-            [
-                conf[1].lr_label,
-                conf[0] or "–",
-                str(len(gold.get(conf) or kl.get(conf) or [])),
-                fmt_ci_pp(a.delta_ci) if a else "–",
-                _measure_cell(gold.get(conf, []), True, base_se),
-                _measure_cell(kl.get(conf, []), False, None),
-            ]
-        )
-    return t
-
-
-EXTRACTIONS = (("em_strict", "strict"), ("em_flexible", "flexible"))
-"""A generative task's two answer extractions, as lm-eval's gsm8k reports them: the number
-after '#### ' (strict) and the last number of the answer (flexible)."""
-
-
-def generative_table(data: ReportData) -> Table | None:
-    """Per shown configuration and generative task, exact match under the strict and the
-    flexible extraction side by side (%, mean ± CI over seeds). None without such tasks."""
-    tasks = [
-        t
-        for t in data.eval_tasks
-        if any(m["task"] == t and m["metric"] == "em_flexible" for m in data.metrics)
-    ]
-    if not tasks:
-        return None
-    selected = selected_lrs(data)
-    agg = {
-        (metric, a.train_task, a.key, a.task): a
-        for metric, _ in EXTRACTIONS
-        for a in shown(aggregate(scores(data.runs, data.metrics, metric)), selected)
-        if a.metric == metric
-    }
-    cols = ["method", "train task", "seeds"]
-    cols += [f"{t} {name} (%)" for t in tasks for _, name in EXTRACTIONS]
-    caption = (
-        "Generative tasks: exact match of the strict ('#### N') and the flexible (last number) "
-        f"answer extraction, {CI}." + SHOWN
-    )
-    t = Table.make(cols, 3, caption)
-    confs = sorted({(k[1], k[2]) for k in agg}, key=lambda c: (c[1].sort_key, c[0] or ""))
-    for train, key in confs:
-        cells = [agg.get((m, train, key, task)) for task in tasks for m, _ in EXTRACTIONS]
-        n = max((a.n_seeds for a in cells if a), default=0)
-        row = [key.lr_label, train or "–", str(n)]
-        t.rows.append(row + [fmt_ci_pct(a.ci) if a else "–" for a in cells])
     return t
 
 
