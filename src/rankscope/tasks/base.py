@@ -102,6 +102,11 @@ class TaskContext:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+MMLU_DOMAINS: dict[str, tuple[str, ...]] = {}
+"""Task name -> its `Task.mmlu_domain`, filled as each task is defined, so MMLU reads the
+domains without importing the registry that imports it."""
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
@@ -122,6 +127,10 @@ class Task:
     mmlu_domain: tuple[str, ...] = ()
     """The MMLU subjects of this task's own domain. Training on the task is in-domain for
     them, so they are left out of the retention probe of any sweep that trains on it."""
+
+    def __post_init__(self) -> None:
+        if self.mmlu_domain:
+            MMLU_DOMAINS[self.name] = self.mmlu_domain
 
     def items(self, split: str, ctx: TaskContext, limit: int | None = None) -> list[Item]:
         if split not in self.splits:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rankscope.errors import ConfigError, DataError, did_you_mean
-from rankscope.tasks.base import LETTERS, Item, Task, TaskContext
+from rankscope.tasks.base import LETTERS, MMLU_DOMAINS, Item, Task, TaskContext
 from rankscope.tasks.mcq import mcq_block, mcq_item
 from rankscope.tasks.sources import (
     Row,
@@ -181,9 +181,7 @@ def domain_subjects(train_tasks: tuple[str, ...] | list[str]) -> dict[str, str]:
     """subject -> the training task whose domain covers it (`Task.mmlu_domain`): MMLU's
     clinical_knowledge is in-domain for a MedMCQA-trained run, so it cannot measure that
     run's retention. MMLU's own training subjects are handled by `subjects_for`."""
-    from rankscope.tasks import TASKS  # the registry imports this module
-
-    return {s: t for t in train_tasks if t in TASKS for s in TASKS[t].mmlu_domain if s in SUBJECTS}
+    return {s: t for t in train_tasks for s in MMLU_DOMAINS.get(t, ()) if s in SUBJECTS}
 
 
 def retention_subjects(ctx: TaskContext) -> list[str]:
