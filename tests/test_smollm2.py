@@ -23,12 +23,6 @@ from rankscope.targets import check_targets, lora_param_count, resolve_targets
 smol = pytest.mark.smol
 
 
-@pytest.fixture(scope="session")
-def smol_dir(cache_dir: Path) -> Path:
-    """The converted model's directory (the first resolve converts)."""
-    return Path(resolve_model_path(ModelConfig(name=smollm2.NAME, cache_dir=str(cache_dir))))
-
-
 @pytest.fixture(scope="module")
 def smol_base(smol_dir: Path, cache_dir: Path) -> tuple:
     """(model, tokenizer) loaded the way a sweep loads its base model."""

@@ -3,7 +3,9 @@
 MCQ `acc`: one forward pass per question scores every letter (the letters are single tokens
 after the prompt), batches sorted by length. MCQ `acc_norm` (on request): the summed
 log-likelihood of each option text as a continuation of the prompt, divided by its length in
-characters, one forward pass per (question, option); where the benchmark's lm-eval task
+characters, one forward pass per (question, option). A long token prefix shared by many
+sequences (few-shot exemplars, an acc_norm question's prompt) is computed once and its KV
+cache reused (`rankscope.scoring`). Where the benchmark's lm-eval task
 scores acc_norm on a prompt of its own (`Item.norm_prompt` / `norm_choices`: MathQA, MedMCQA)
 that prompt and its continuations are scored, so the number compares with lm-eval's.
 Generation: greedy, stop strings, strict (`#### N`) and flexible (last number) extraction,
@@ -23,13 +25,12 @@ from dataclasses import replace
 from typing import Any
 
 from rankscope.prompting import encode, render_prompt
+from rankscope.scoring import Seq, batches, pad, tail_logprobs
 from rankscope.tasks import Item, Task
 from rankscope.tasks.base import LETTERS
 
 Progress = Callable[[int], None] | None
 Metrics = dict[str, tuple[float, float, int]]
-Seq = tuple[int, list[int], int]
-"""(key, input token ids, number of scored positions at the end of the input)."""
 
 
 def mean_stderr(xs: list[float]) -> tuple[float, float]:
@@ -55,62 +56,6 @@ def letter_ids(tok: Any, n: int) -> list[int]:
     return ids
 
 
-def _batches(seqs: list[Seq], batch_size: int) -> list[list[Seq]]:
-    # Longest first (OOM shows at once, less padding); ties by token ids, as lm-eval orders
-    # its requests, so both batch the same sequences together.
-    ordered = sorted(seqs, key=lambda s: (-len(s[1]), s[1]))
-    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
-
-
-def _pad(seqs: list[list[int]], pad_id: int, left: bool):
-    import torch
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, s in enumerate(seqs):
-        sl = slice(width - len(s), width) if left else slice(0, len(s))
-        ids[row, sl] = torch.tensor(s)
-        mask[row, sl] = 1
-    return ids, mask
-
-
-def _tail_logprobs(model: Any, tok: Any, batch: list[Seq]):
-    """Log-softmax over the vocabulary at each sequence's last `k` input positions.
-
-    Right padding and no attention mask, as lm-eval: a causal model's real tokens never see
-    the padding after them, so the scores do not depend on the batch, and without a mask the
-    attention takes its fast causal path. Only the needed positions go through the LM head
-    and the softmax (lm-eval does both for every position of the batch). Returns (log-probs
-    of shape [sum k, vocab], the row offset of each sequence in it)."""
-    import torch
-
-    ids, _ = _pad([s for _, s, _ in batch], tok.pad_token_id, left=False)
-    rows = torch.cat([torch.full((k,), r) for r, (_, _, k) in enumerate(batch)])
-    cols = torch.cat([torch.arange(len(s) - k, len(s)) for _, s, k in batch])
-    device = next(model.parameters()).device
-    keep = torch.zeros(ids.shape, dtype=torch.bool)
-    keep[rows, cols] = True
-    with torch.no_grad():
-        logits = _logits_at(model, ids.to(device), keep.to(device))
-    offsets = [0]
-    for _, _, k in batch:
-        offsets.append(offsets[-1] + k)
-    return torch.log_softmax(logits.float(), -1), offsets
-
-
-def _logits_at(model: Any, ids: Any, keep: Any) -> Any:
-    """Logits [keep.sum(), vocab] at the True positions of `keep`, in row-major order.
-
-    transformers 5 models take a boolean `logits_to_keep` and project only those positions
-    (flattened row-major); a model without it gets the full logits, indexed afterwards."""
-    try:
-        logits = model(input_ids=ids, logits_to_keep=keep).logits
-    except TypeError:  # a (remote-code) model without `logits_to_keep`
-        logits = model(input_ids=ids).logits
-    return logits[keep] if logits.dim() == 3 else logits
-
-
 def score_mcq(
     model: Any, tok: Any, items: list[Item], batch_size: int, progress: Progress = None
 ) -> list[list[float]]:
@@ -124,8 +69,8 @@ def score_mcq(
     lids = letter_ids(tok, n_opt)
     prompts = encode(tok, [it.prompt for it in items])
     out: list[list[float]] = [[] for _ in items]
-    for batch in _batches([(i, p, 1) for i, p in enumerate(prompts)], batch_size):
-        logp, _ = _tail_logprobs(model, tok, batch)
+    seqs = [(i, p, 1) for i, p in enumerate(prompts)]
+    for batch, logp, _ in tail_logprobs(model, tok, seqs, batch_size):
         for row, (i, _, _) in enumerate(batch):
             out[i] = logp[row, lids[: len(items[i].choices)]].tolist()
         if progress:
@@ -161,8 +106,7 @@ def score_options(
     slot = [j for it in items for j in range(len(it.choices))]
     left = [len(it.choices) for it in items]  # options still to score, for progress
     out: list[list[float]] = [[0.0] * len(it.choices) for it in items]
-    for batch in _batches(seqs, batch_size):
-        logp, offsets = _tail_logprobs(model, tok, batch)
+    for batch, logp, offsets in tail_logprobs(model, tok, seqs, batch_size):
         targets = torch.tensor([t for key, _, _ in batch for t in conts[key]], device=logp.device)
         tok_lp = logp.gather(1, targets[:, None])[:, 0].tolist()
         done = 0
@@ -297,8 +241,8 @@ def generate(
     device = next(model.parameters()).device
     out: list[str] = ["" for _ in items]
     prompts = encode(tok, [it.prompt for it in items])
-    for batch in _batches([(i, p, 0) for i, p in enumerate(prompts)], batch_size):
-        ids, mask = _pad([s for _, s, _ in batch], tok.pad_token_id, left=True)
+    for batch in batches([(i, p, 0) for i, p in enumerate(prompts)], batch_size):
+        ids, mask = pad([s for _, s, _ in batch], tok.pad_token_id, left=True)
         with torch.no_grad():
             gen = model.generate(
                 input_ids=ids.to(device),
