@@ -160,3 +160,15 @@ def test_two_alpha_rules_that_agree_at_a_rank_run_it_once():
     per_task = {(r.rank, r.alpha) for r in lora}
     assert per_task == {(8, 16.0), (32, 64.0), (32, 16.0)}
     assert len(lora) == 3 * len(cfg.tasks.train)
+
+
+def test_the_fast_training_path_is_in_the_hash_only_when_on():
+    """configs/toy.yaml turns packing and completion-only logits off: its runs keep the hashes
+    pinned above (made before the options existed); turning either on is another run."""
+    plain = load_config()
+    assert not plain.train.packing and not plain.train.completion_logits
+    lora = [r for r in make_plan(plain) if r.method == "lora"][0]
+    base = config_hash(lora, plain)
+    for key in ("packing", "completion_logits"):
+        on = load_config(None, [f"train.{key}=true"])
+        assert config_hash(lora, on) != base, key

@@ -1,7 +1,9 @@
 """Train one run with `transformers.Trainer`; loss on the completion only; resumable.
 
-The Trainer is used as is (no subclass): the model comes prepared by its method, the data
-is a `datasets.Dataset` of token ids with the prompt masked out of the labels. Every
+The model comes prepared by its method, the data is a `datasets.Dataset` of token ids with
+the prompt masked out of the labels; `rankscope.fastloss` packs each micro-batch into one
+padding-free row and computes the LM head only where the loss is (`train.packing`,
+`train.completion_logits`), the plain Trainer on padded batches when both are off. Every
 `train.save_steps` optimizer steps it saves a checkpoint (model or adapter, optimizer,
 scheduler, RNG, trainer state) under the work dir, and a later call resumes from the newest
 *complete* one. Ctrl-C (see `rankscope.interrupts`) asks for a checkpoint at the next step
@@ -211,19 +213,39 @@ def _loss_log(history: list[dict[str, Any]]) -> list[dict[str, float]]:
     ]
 
 
-def _trainer(model: Any, tok: Any, rows: list, args: Any, on_progress: Any) -> Any:
+def _trainer(
+    model: Any, tok: Any, rows: list, args: Any, on_progress: Any, cfg: SweepConfig
+) -> Any:
+    """The Trainer of one run: padding-free batches and completion-only logits as
+    `train.packing` / `train.completion_logits` ask (`rankscope.fastloss`), else the plain
+    Trainer on padded batches."""
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, Trainer
     from transformers.trainer_callback import PrinterCallback
 
-    model.train()
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
-        callbacks=[_callback(on_progress)],
-    )
+    t = cfg.train
+    common = {
+        "model": model,
+        "args": args,
+        "train_dataset": Dataset.from_list(rows),
+        "callbacks": [_callback(on_progress)],
+    }
+    if t.packing or t.completion_logits:
+        from rankscope import fastloss
+
+        collate = fastloss.collator(model, tok, t.packing)
+        packed = not isinstance(collate, DataCollatorForSeq2Seq)
+        model.train()
+        trainer = fastloss.FastTrainer(
+            **common,
+            data_collator=collate,
+            packed=packed,
+            completion_logits=t.completion_logits,
+        )
+    else:
+        model.train()
+        collate = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)
+        trainer = Trainer(**common, data_collator=collate)
     trainer.remove_callback(PrinterCallback)  # our own progress bars report instead
     return trainer
 
@@ -249,7 +271,7 @@ def train(
     rows = encode(items, tok, cfg.train.max_seq_len, cfg.data.chat_template)
     fp32_master_weights(model)
     args = training_args(cfg, lr, seed, work_dir, batch_size, grad_accum)
-    trainer = _trainer(model, tok, rows, args, on_progress)
+    trainer = _trainer(model, tok, rows, args, on_progress, cfg)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     resume = last_checkpoint(work_dir)

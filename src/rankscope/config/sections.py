@@ -258,6 +258,12 @@ class TrainConfig:
     """Recompute activations in the backward pass (less memory, ~30% slower)."""
     oom_retry: bool = True
     """On out-of-memory, retry once with half the micro-batch and twice the grad-accum."""
+    packing: bool = True
+    """Padding-free batches: a micro-batch's sequences joined into one row, positions
+    restarting at 0 per sequence, attention kept within each (off: pad to the longest)."""
+    completion_logits: bool = True
+    """LM head and loss only at the positions that predict a completion token (the same loss
+    as over all positions, without the vocabulary projection of the prompt)."""
 
     def __post_init__(self) -> None:
         _positive("train.epochs", self.epochs)

@@ -27,6 +27,9 @@ DeltaW = tuple[str, Any, Any]
 the method knows them cheaply, else None)."""
 
 _NEVER_CHANGE_RESULTS = ("save_steps", "oom_retry", "logging_steps")
+_HASHED_WHEN_ON = ("packing", "completion_logits")
+"""Added after runs were made without them: hashed only when on, so a run made with them
+off keeps the hash it had before they existed (off is the computation it made)."""
 
 
 class Method:
@@ -75,6 +78,9 @@ class Method:
         train = asdict(cfg.train)
         for k in _NEVER_CHANGE_RESULTS:
             train.pop(k)
+        for k in _HASHED_WHEN_ON:
+            if not train[k]:
+                train.pop(k)
         return {"train": train, "train_items": cfg.tasks.max_train_items}
 
     def preflight(self, cfg: SweepConfig, model: Any) -> None:
