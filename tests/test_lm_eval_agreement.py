@@ -12,9 +12,8 @@ benchmarks/eval_vs_lm_eval.py.
 
 from __future__ import annotations
 
-import functools
-
 import csv
+import functools
 from pathlib import Path
 from typing import Any
 
