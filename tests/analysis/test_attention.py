@@ -484,3 +484,45 @@ def test_peft_wrapped_model() -> None:
         o_proj = peft_model.get_base_model().model.layers[0].self_attn.o_proj
         o_proj.weight[:, 2 * dim : 3 * dim] = 0
     torch.testing.assert_close(ablated, _logits(peft_model, batch), atol=1e-5, rtol=0)
+
+
+def test_grouped_query_attention_is_analysed_per_query_head() -> None:
+    """As SmolLM2 (9 query heads over 3 KV heads): maps, statistics and ablation are per
+    query head, and two query heads that share a KV head are told apart."""
+    torch.manual_seed(3)
+    q_heads, kv_heads, hidden = 6, 2, 48
+    gqa = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=50,
+            hidden_size=hidden,
+            intermediate_size=64,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=q_heads,
+            num_key_value_heads=kv_heads,
+        )
+    ).eval()
+    assert gqa.model.layers[0].self_attn.k_proj.out_features == kv_heads * hidden // q_heads
+    batch = _batch(8, [6, 4], 6)
+    attns, _ = collect(gqa, *batch)
+    assert all(a.shape == (2, q_heads, 6, 6) for a in attns)
+    # query heads 0 and 1 read the same keys (KV head 0) with their own queries
+    assert not torch.allclose(attns[0][:, 0], attns[0][:, 1])
+    rows = attention_stats(gqa, None, [batch])
+    assert sorted((r["layer"], r["head"]) for r in rows if "head" in r) == [
+        (layer, head) for layer in range(LAYERS) for head in range(q_heads)
+    ]
+    dim = hidden // q_heads
+    before = _logits(gqa, batch)
+    outs = []
+    for head in (0, 1):
+        manual = copy.deepcopy(gqa)
+        with torch.no_grad():
+            manual.model.layers[1].self_attn.o_proj.weight[:, head * dim : (head + 1) * dim] = 0
+        with ablate_heads(gqa, [(1, head)]):
+            outs.append(_logits(gqa, batch))
+        torch.testing.assert_close(outs[-1], _logits(manual, batch), atol=1e-5, rtol=0)
+        assert not torch.allclose(outs[-1], before)
+    assert not torch.allclose(outs[0], outs[1])
+    with pytest.raises(ValueError):  # a KV-head count is not a query-head index bound
+        with ablate_heads(gqa, [(0, q_heads)]):
+            pass
