@@ -33,6 +33,7 @@ from rankscope.rundir import Marker, RunDir
 from rankscope.stages import Stages
 from rankscope.sweep import Sweep, find_run, read_sweep_file, sweep_for
 from rankscope.tasks import TASKS
+from rankscope.tracking import TB_DIR
 from rankscope.train import fit
 
 
@@ -165,8 +166,9 @@ def _train_stage(u: Unit) -> tuple[Any, Any] | None:
         tok = load_base(cfg.model)[1]
         items = u.sweep.items(run.train_task, "train")
         progress = _progress(u, f"  {run.run_id}")
+        work, tb = u.rd.trainer, u.rd / TB_DIR  # tb/ outlives the checkpoints in trainer/
         model, rec = fit(
-            prepare, tok, items, cfg, run.run_id, run.lr, run.seed, u.rd.trainer, progress
+            prepare, tok, items, cfg, run.run_id, run.lr, run.seed, work, progress, run, tb
         )
         fsdp_dir = rec.pop("fsdp_dir", None)
         if not u.main:

@@ -20,13 +20,17 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from rankscope import tracking
 from rankscope.config import SweepConfig
 from rankscope.errors import RankscopeError
 from rankscope.interrupts import STOP, Interrupted, deferred_interrupts, kill_point
 from rankscope.rundir import write_atomic
 from rankscope.tasks import Item
+
+if TYPE_CHECKING:
+    from rankscope.identity import RunSpec
 
 COMPLETE = "COMPLETE"  # written into a checkpoint dir after the Trainer finished saving it
 SETTINGS = "settings.json"  # micro-batch / grad-accum in use (changed by an OOM retry)
@@ -102,10 +106,14 @@ def training_args(
     out: Path,
     batch_size: int | None = None,
     grad_accum: int | None = None,
+    run_name: str | None = None,
 ) -> Any:
+    """The Trainer's arguments; `run_name` (the run id) names the run in `train.report_to`'s
+    trackers (None: each tracker names it as it does by default)."""
     import torch
     from transformers import TrainingArguments
 
+    tracking.require_installed(cfg)  # before the Trainer fails on a missing package, less clearly
     t = cfg.train
     return TrainingArguments(
         output_dir=str(out),
@@ -122,7 +130,8 @@ def training_args(
         save_strategy="steps" if t.save_steps else "no",
         save_steps=t.save_steps or 500,
         save_total_limit=2,  # the newest may be half-written when killed; the one before is whole
-        report_to="none",
+        report_to=t.trackers or "none",
+        run_name=run_name,
         seed=seed,
         data_seed=seed,
         use_cpu=not torch.cuda.is_available(),
@@ -261,22 +270,28 @@ def train(
     on_progress: Callable[[int, int], None] | None = None,
     batch_size: int | None = None,
     grad_accum: int | None = None,
+    run: RunSpec | None = None,
+    log_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Fine-tune `model` in place, resuming from work_dir's last checkpoint; return the record.
 
-    Raises Interrupted when a Ctrl-C stopped it (after saving a checkpoint).
+    `train.report_to`'s trackers name the run by `run`'s id and get `run` and the config as
+    params; TensorBoard writes to `log_dir` (default work_dir/tb). Raises Interrupted when a
+    Ctrl-C stopped it (after saving a checkpoint).
     """
     import torch
 
     rows = encode(items, tok, cfg.train.max_seq_len, cfg.data.chat_template)
     fp32_master_weights(model)
-    args = training_args(cfg, lr, seed, work_dir, batch_size, grad_accum)
+    name = run.run_id if run else None
+    args = training_args(cfg, lr, seed, work_dir, batch_size, grad_accum, run_name=name)
     trainer = _trainer(model, tok, rows, args, on_progress, cfg)
+    tracking.attach(trainer, cfg, run, log_dir or work_dir / tracking.TB_DIR)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     resume = last_checkpoint(work_dir)
     t0 = time.perf_counter()
-    with deferred_interrupts():
+    with deferred_interrupts(), tracking.session(trainer, cfg):
         out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - t0
     if STOP.requested and trainer.state.global_step < trainer.state.max_steps:
@@ -344,14 +359,20 @@ def fit(
     seed: int,
     work_dir: Path,
     on_progress: Callable[[int, int], None] | None = None,
+    run: RunSpec | None = None,
+    log_dir: Path | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """`train` a freshly prepared model; on out-of-memory retry once (train.oom_retry) with
-    half the micro-batch and twice the grad-accum, so the effective batch stays the same."""
+    half the micro-batch and twice the grad-accum, so the effective batch stays the same.
+    `run` and `log_dir` go to `train` (experiment tracking)."""
     bs, accum, retried = _settings(work_dir, cfg)
     while True:
         model = prepare()
         try:
-            return model, train(model, tok, items, cfg, lr, seed, work_dir, on_progress, bs, accum)
+            rec = train(
+                model, tok, items, cfg, lr, seed, work_dir, on_progress, bs, accum, run, log_dir
+            )
+            return model, rec
         except Exception as e:
             if not is_oom(e):
                 raise

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from rankscope.errors import ConfigError, did_you_mean, require, require_one_of
 from rankscope.tasks import TASKS
 
+TRACKERS = ("tensorboard", "mlflow", "wandb")
+"""The experiment trackers `train.report_to` may name."""
+
 
 def _at_least(where: str, value: float, low: int, show: bool = False) -> None:
     """`where: must be >= low` (with `, got value` where the message has always shown it)."""
@@ -264,6 +267,11 @@ class TrainConfig:
     completion_logits: bool = True
     """LM head and loss only at the positions that predict a completion token (the same loss
     as over all positions, without the vocabulary projection of the prompt)."""
+    report_to: str | list[str] = "none"
+    """Experiment trackers: none | a list of tensorboard, mlflow, wandb (`pip install
+    rankscope[track]`). Each gets the train loss, the run id as run name and the resolved
+    config as params; TensorBoard writes to the run dir's tb/, MLflow and wandb read their
+    own environment (MLFLOW_TRACKING_URI, WANDB_PROJECT, ...)."""
 
     def __post_init__(self) -> None:
         _positive("train.epochs", self.epochs)
@@ -280,6 +288,15 @@ class TrainConfig:
         precisions = ("auto", "fp32", "bf16", "fp16")
         require_one_of("train.precision", self.precision, precisions, hint=True)
         _at_least("train.save_steps", self.save_steps, 0, show=True)
+        if isinstance(self.report_to, str) and self.report_to != "none":
+            self.report_to = [self.report_to]  # one tracker given without a list
+        for name in [] if self.report_to == "none" else self.report_to:
+            require_one_of("train.report_to", name, TRACKERS, hint=True)
+
+    @property
+    def trackers(self) -> list[str]:
+        """The trackers `report_to` names, each once ([] for none)."""
+        return [] if self.report_to == "none" else list(dict.fromkeys(self.report_to))
 
 
 @dataclass

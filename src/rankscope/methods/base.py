@@ -26,7 +26,7 @@ DeltaW = tuple[str, Any, Any]
 """(module name, ΔW as a float64 tensor or None for "unchanged", ΔW's singular values when
 the method knows them cheaply, else None)."""
 
-_NEVER_CHANGE_RESULTS = ("save_steps", "oom_retry", "logging_steps")
+_NEVER_CHANGE_RESULTS = ("save_steps", "oom_retry", "logging_steps", "report_to")
 _HASHED_WHEN_ON = ("packing", "completion_logits")
 """Added after runs were made without them: hashed only when on, so a run made with them
 off keeps the hash it had before they existed (off is the computation it made)."""
