@@ -59,8 +59,10 @@ def data_dir(given: Path | None) -> Path:
     return ROOT / "tests/fixtures/data"
 
 
-def task_items(task: str, data: Path, n: int, **fields: Any) -> list:
-    """n test items spread evenly over the task's test items in `data`."""
+def task_items(task: str, data: Path, n: int, subjects: int = 0, **fields: Any) -> list:
+    """n test items spread evenly over the task's test items in `data`; with `subjects` > 0,
+    MMLU items of that many subjects only (spread over the 57), as a full MMLU run has ~250
+    items per subject to share each subject's few-shot prefix."""
     from rankscope.config import DataConfig
     from rankscope.tasks import TASKS, TaskContext
 
@@ -68,13 +70,17 @@ def task_items(task: str, data: Path, n: int, **fields: Any) -> list:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "only k of 57 subjects found"
         items = TASKS[task].items("test", ctx)
+    if subjects:
+        groups = sorted({it.group for it in items})
+        keep = set(groups[:: max(1, len(groups) // subjects)][:subjects])
+        items = [it for it in items if it.group in keep]
     return items[:: max(1, len(items) // n)][:n]
 
 
-def case_items(case: str, data: Path, n: int, gsm8k_shots: int) -> list:
+def case_items(case: str, data: Path, n: int, args: argparse.Namespace) -> list:
     if case == "gsm8k":
-        return task_items("gsm8k", data, n, gsm8k_shots=gsm8k_shots)
-    return task_items("mmlu", data, n, shots=5 if case == "mmlu5" else 0)
+        return task_items("gsm8k", data, n, gsm8k_shots=args.gsm8k_shots)
+    return task_items("mmlu", data, n, args.subjects, shots=5 if case == "mmlu5" else 0)
 
 
 def time_rankscope(model_dir: Path, case: str, items: list, batch: int, max_new: int):
@@ -182,12 +188,17 @@ def main() -> None:
     ap.add_argument("--with-index", action="store_true", help="also time lm-eval's task index")
     ap.add_argument("--gsm8k-shots", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=256, help="lm-eval gsm8k's 256")
+    ap.add_argument(
+        "--subjects", type=int, default=0, help="MMLU: items of N subjects only (0: all 57)"
+    )
     ap.add_argument("--data-dir", type=Path, default=None)
     args = ap.parse_args()
     cases = (args.cases or ("mmlu0,mmlu5,norm,gsm8k" if args.model == SMOL else "mmlu0")).split(",")
     data = data_dir(args.data_dir)
-    items = {c: case_items(c, data, args.items, args.gsm8k_shots) for c in cases}
+    items = {c: case_items(c, data, args.items, args) for c in cases}
     print(f"data: {data}  model: {args.model}  batch: {args.batch_size}  cases: {cases}")
+    if args.subjects:
+        print(f"MMLU subjects: {sorted({it.group for it in items[cases[0]]})}")
     with tempfile.TemporaryDirectory() as tmp:
         if args.model == SMOL:
             from rankscope.config import ModelConfig
