@@ -34,3 +34,27 @@ def small_sweep(out_dir: Path, cache_dir: Path, *extra: str):
             *extra,
         ],
     )
+
+
+def one_lora_run(name: str, out_dir: Path, cache_dir: Path, *extra: str) -> list[str]:
+    """`--set` lines of a sweep of one short LoRA run (r = 4 on toy-arith, small world, no
+    base, no full SFT, no analysis), in this process: the smallest sweep that trains."""
+    return [
+        f"name={name}",
+        f"output_dir={out_dir}",
+        f"model.cache_dir={cache_dir}",
+        "model.world=small",
+        "seeds=[0]",
+        "tasks.train=[toy-arith]",
+        "tasks.eval=[toy-general]",
+        "tasks.max_train_items=16",
+        "tasks.max_eval_items=8",
+        "methods.base=false",
+        "methods.full.enabled=false",
+        "methods.lora.ranks=[4]",
+        "methods.lora.lr=3e-3",
+        "train.epochs=1",
+        "analysis.enabled=false",
+        "executor.cpu_workers=1",
+        *extra,
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 from helpers import call_cli
+from sweep_configs import one_lora_run
 
 from rankscope.config import load_config
 from rankscope.errors import ConfigError
@@ -14,25 +15,8 @@ RUN = "toy-arith__lora-r4-a8-lr3e-3__s0"
 
 
 def _sets(out, cache_dir, dropout: str) -> list[str]:
-    return [
-        "name=forced",
-        f"output_dir={out}",
-        f"model.cache_dir={cache_dir}",
-        "model.world=small",
-        "seeds=[0]",
-        "tasks.train=[toy-arith]",
-        "tasks.eval=[toy-general]",
-        "tasks.max_train_items=16",
-        "tasks.max_eval_items=8",
-        "methods.base=false",
-        "methods.full.enabled=false",
-        "methods.lora.ranks=[4]",
-        "methods.lora.lr=3e-3",
-        f"methods.lora.dropout={dropout}",  # in the config hash, not in the run id
-        "train.epochs=1",
-        "analysis.enabled=false",
-        "executor.cpu_workers=1",
-    ]
+    # the dropout is in the config hash, not in the run id
+    return one_lora_run("forced", out, cache_dir, f"methods.lora.dropout={dropout}")
 
 
 def _hash(out) -> str:

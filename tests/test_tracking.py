@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from sweep_configs import one_lora_run
 
 from rankscope.config import load_config
 from rankscope.errors import ConfigError
@@ -21,28 +22,8 @@ EXPERIMENT = "rankscope-tracking-test"
 
 
 def _sets(out: Path, cache_dir: Path, *extra: str) -> list[str]:
-    return [
-        "name=tracked",
-        f"output_dir={out}",
-        f"model.cache_dir={cache_dir}",
-        "model.world=small",
-        "seeds=[0]",
-        "tasks.train=[toy-arith]",
-        "tasks.eval=[toy-general]",
-        "tasks.max_train_items=16",
-        "tasks.max_eval_items=8",
-        "methods.base=false",
-        "methods.full.enabled=false",
-        "methods.lora.ranks=[4]",
-        "methods.lora.lr=3e-3",
-        "train.epochs=1",
-        "train.batch_size=4",
-        "train.grad_accum=1",
-        "train.logging_steps=1",
-        "analysis.enabled=false",
-        "executor.cpu_workers=1",
-        *extra,
-    ]
+    steps = ("train.batch_size=4", "train.grad_accum=1", "train.logging_steps=1")
+    return one_lora_run("tracked", out, cache_dir, *steps, *extra)
 
 
 @pytest.fixture(scope="module")
