@@ -156,6 +156,13 @@ def test_a_store_from_before_the_fits_table_moves_its_fits_there(tmp_path):
 def test_run_states_read_as_their_words():
     """The store, `status` and `plan` show the same words the three old vocabularies did."""
     assert [str(s) for s in RunState] == [
-        "pending", "running", "interrupted", "failed", "done", "stale", "changed",
-    ]  # fmt: skip
+        "pending",
+        "running",
+        "interrupted",
+        "failed",
+        "done",
+        "stale",
+        "changed",
+        "stopped",
+    ]  # fmt: skip  ("stopped": a run successive halving stopped at a rung)
     assert f"{RunState.DONE:>6}" == "  done" and RunState.DONE == "done"

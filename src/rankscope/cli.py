@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rankscope.errors import RankscopeError, RunFailed
+from rankscope.probe_cli import probe_command
 from rankscope.rundir import STORE_NAME, SweepDir
 
 app = typer.Typer(
@@ -182,6 +183,9 @@ def analyze(config: ConfigArg = None, set_: SetOpt = None, output_dir: OutOpt = 
     console.print(f"analysis rows stored in {cfg.out_dir / STORE_NAME}")
 
 
+app.command("probe")(probe_command)  # predict the rank before the sweep: rankscope.probe
+
+
 @app.command()
 def report(out_dir: DirArg = Path("runs/toy")):
     """(Re)write report.md, report.html and figures from a sweep's results store."""
@@ -191,6 +195,79 @@ def report(out_dir: DirArg = Path("runs/toy")):
         raise RankscopeError(f"{out_dir}: no {STORE_NAME} here; run a sweep first")
     paths = write_sweep_report(out_dir)
     console.print(f"report: [green]{paths['html']}[/green]")
+
+
+@app.command()
+def recommend(
+    out_dir: DirArg = Path("runs/toy"),
+    max_retention_loss: Annotated[
+        float | None,
+        typer.Option(help="Largest admissible mean retention cost, in percentage points."),
+    ] = None,
+    max_params: Annotated[
+        int | None, typer.Option(help="Most trainable parameters a configuration may have.")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the decision as JSON here.")
+    ] = None,
+):
+    """Which configuration to use: per train task, the Pareto front of in-domain gain vs
+    retention cost, the recommendation within the limits and the equivalent ones."""
+    import json
+
+    from rankscope.report import load_report_data
+    from rankscope.report.decision import Limits, decisions, to_dict
+    from rankscope.report.headline import (
+        confirmed_line,
+        decision_line,
+        excluded_line,
+        options_table,
+    )
+    from rankscope.rundir import write_atomic
+
+    if max_retention_loss is not None and max_retention_loss < 0:
+        raise RankscopeError(f"--max-retention-loss: must be >= 0 pp, got {max_retention_loss:g}")
+    if max_params is not None and max_params < 0:
+        raise RankscopeError(f"--max-params: must be >= 0, got {max_params}")
+    if not (out_dir / STORE_NAME).exists():
+        raise RankscopeError(f"{out_dir}: no {STORE_NAME} here; run a sweep first")
+    found = decisions(
+        load_report_data(out_dir / STORE_NAME), Limits(max_retention_loss, max_params)
+    )
+    if not found:
+        raise RankscopeError(
+            f"{out_dir}: no train task has validation scores yet; nothing to recommend"
+        )
+    out = Console()
+    for d in found:
+        out.print(_rich_table(options_table(d)))
+        lines = [decision_line(d), excluded_line(d), confirmed_line(d)]
+        out.print("\n".join(_rich_markup(x) for x in lines if x) + "\n")
+    if json_path is not None:
+        write_atomic(json_path, json.dumps([to_dict(d) for d in found], indent=2) + "\n")
+        console.print(f"decision: [green]{json_path}[/green]")
+
+
+def _rich_markup(text: str) -> str:
+    """The report's **bold** spans as rich markup, everything else escaped."""
+    from rich.markup import escape
+
+    parts = [escape(p) for p in text.split("**")]
+    return "".join(f"[bold]{p}[/bold]" if i % 2 else p for i, p in enumerate(parts))
+
+
+def _rich_table(t) -> Table:
+    """A report table (rankscope.report.fmt.Table) as a rich table."""
+    from rich.markup import escape
+
+    table = Table(title=escape(t.caption), title_justify="left", title_style="italic")
+    for j, col in enumerate(t.columns):
+        table.add_column(col, justify="right" if t.is_numeric(j) else "left")
+    for i, row in enumerate(t.rows):
+        cells = [escape(c) for c in row]
+        cells = [f"[bold]{c}[/bold]" if (i, j) in t.bold and c else c for j, c in enumerate(cells)]
+        table.add_row(*cells)
+    return table
 
 
 @app.command()

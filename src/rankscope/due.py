@@ -22,14 +22,16 @@ def _run_dir(cfg: SweepConfig, run: RunSpec) -> RunDir:
 
 
 def store_state(store: Store, run: RunSpec, cfg: SweepConfig) -> RunState:
-    """From the store alone: done | failed | pending | stale (finished with another config)."""
+    """From the store alone: done | failed | stopped (by successive halving) | pending | stale
+    (finished with another config)."""
     row = store.run(run.run_id)
     if row is None:
         return RunState.PENDING
     if row["config_hash"] != config_hash(run, cfg):
         return RunState.STALE
     status = row["status"]
-    return RunState(status) if status in (RunState.DONE, RunState.FAILED) else RunState.PENDING
+    shown = (RunState.DONE, RunState.FAILED, RunState.STOPPED)
+    return RunState(status) if status in shown else RunState.PENDING
 
 
 def driver_state(store: Store, run: RunSpec, cfg: SweepConfig) -> RunState:

@@ -54,3 +54,14 @@ def require_one_of(
     shown = ", ".join("null" if o is None else o for o in options)
     close = did_you_mean(value, [o for o in options if o is not None]) if hint and value else ""
     raise ConfigError(f"{where}: {value!r} is not one of {shown}{close}")
+
+
+def require_fractions(where: str, value: float | list[float]) -> list[float]:
+    """A fraction in [0, 1) or a list of them (an axis of the grid), as a list: refused
+    unless every one is in [0, 1) and none is listed twice."""
+    values = [float(x) for x in (value if isinstance(value, list) else [value])]
+    require(len(values) > 0, f"{where}: give at least one fraction")
+    for x in values:
+        require(0 <= x < 1, f"{where}: must be in [0, 1), got {x:g}")
+    require(len(set(values)) == len(values), f"{where}: a fraction is listed twice")
+    return values

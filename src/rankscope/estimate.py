@@ -121,7 +121,8 @@ def sweep_costs(
         trainable = method.trainable_params(model, run, cfg)
         tokens = 0
         if run.train_task:
-            tokens = int(task_tokens(cfg, run.train_task, "train", wpt) * cfg.train.epochs)
+            tokens = task_tokens(cfg, run.train_task, "train", wpt) * cfg.train.epochs
+            tokens = int(tokens / (1 - run.replay))  # replay: general items of similar length
         flops = method.flops_per_token * total * tokens + 2 * total * eval_tokens
         held = method.held_params(total, trainable)
         out[run.run_id] = RunCost(trainable, held, tokens, eval_tokens, flops / flops_per_s / 3600)

@@ -50,12 +50,28 @@ class RunSpec:
     alpha: float | None = None
     lr: float | None = None
     variant: str = ""
+    replay: float = 0.0
+    """`train.replay_fraction` of the run (0: no general data mixed in). Added after runs were
+    made without it: hashed only when non-zero (`run_identity`), so those keep their hash."""
+
+
+REPLAY_RULE = "general-replay-v1"
+"""How a run's general items are chosen (`rankscope.replay`), named in the identity of every
+run with replay: a change to the rule must change it."""
+
+
+def replay_tag(fraction: float) -> str:
+    """The run id's replay part: '' for none, '-rp25' for 0.25, '-rp12.5' for 0.125."""
+    return f"-rp{100 * fraction:g}" if fraction else ""
 
 
 def run_identity(run: RunSpec, cfg: SweepConfig, method_fields: Mapping[str, Any]) -> dict:
     """Everything that determines a run's results: the fields every run shares, plus what its
     method adds (`Method.hash_fields`). The key order is the historical one."""
-    ident: dict[str, Any] = {"spec": asdict(run), "model": asdict(cfg.model)}
+    spec = asdict(run)
+    if not run.replay:  # a run without replay keeps the hash it had before replay existed
+        spec.pop("replay")
+    ident: dict[str, Any] = {"spec": spec, "model": asdict(cfg.model)}
     ident["model"].pop("cache_dir", None)  # where the cache lives does not change results
     if cfg.model.name == "toy":  # the world's items and base model, not only its name
         spec = spec_for(cfg.model.world, cfg.model.world_seed)
@@ -75,6 +91,8 @@ def run_identity(run: RunSpec, cfg: SweepConfig, method_fields: Mapping[str, Any
         ident["eval"]["subset"] = SUBSET_RULE
     if run.train_task is not None:
         ident["train_data"] = train_data_identity(cfg)
+        if run.replay:  # which general items: the retention task's general set, by the rule
+            ident["train_data"]["replay"] = {"rule": REPLAY_RULE, "from": cfg.tasks.retention}
     return ident
 
 

@@ -14,6 +14,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rankscope import halving
 from rankscope.config import SweepConfig
 from rankscope.due import driver_state, due_runs, guard_output_dir
 from rankscope.errors import RankscopeError
@@ -46,6 +47,8 @@ class SweepOutcome:
     failed: dict[str, str] = field(default_factory=dict)
     report: dict[str, Path] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    stopped: dict[str, float] = field(default_factory=dict)
+    """search: halving: run id -> the budget fraction it was stopped at."""
 
 
 TOY_GENERAL_FLOOR = 0.90  # what the toy world is built for: its base model knows its facts
@@ -139,11 +142,14 @@ def run_sweep(
         write_sweep_file(cfg, sweep.out)  # what workers read
         todo, outcome.skipped = due_runs(store, cfg, runs)
         _prepare_base(sweep, stages, bool(todo))
-        stages.start("train", len(todo))
-        stages.start("evaluate", len(todo) * len(cfg.tasks.eval))
-        if cfg.analysis.enabled:
-            stages.start("analyze", len(todo))
-        _execute(sweep, store, [r.run_id for r in todo], outcome, stages, fail_fast)
+        if cfg.search == "halving":  # successive halving over the same runs
+            _halve(sweep, store, runs, outcome, stages, fail_fast)
+        else:
+            stages.start("train", len(todo))
+            stages.start("evaluate", len(todo) * len(cfg.tasks.eval))
+            if cfg.analysis.enabled:
+                stages.start("analyze", len(todo))
+            _execute(sweep, store, [r.run_id for r in todo], outcome, stages, fail_fast)
         if cfg.analysis.enabled:
             write_fits(store)
         outcome.warnings = toy_world_warnings(cfg, store)
@@ -183,6 +189,24 @@ def _execute(
             EXECUTORS[kind](sweep.cfg, sweep.out, run_ids, on_finished, **extra)
         except StopSweep:
             pass
+
+
+def _halve(
+    sweep: Sweep,
+    store: Store,
+    runs: list[RunSpec],
+    outcome: SweepOutcome,
+    stages: Stages,
+    fail_fast: bool,
+) -> None:
+    """`search: halving`: the rungs of `rankscope.halving`, their outcome into `outcome`."""
+    try:
+        got = halving.search(sweep, store, runs, stages, fail_fast)
+    except StopSweep:
+        return
+    outcome.done += got.done
+    outcome.failed.update(got.failed)
+    outcome.stopped = got.stopped
 
 
 def analyze_only(cfg: SweepConfig, stages: Stages | None = None) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rankscope import methods
+from rankscope import methods, replay
 from rankscope.config import SweepConfig
 from rankscope.identity import BASE_RUN_ID, RunSpec, hash_identity, run_identity
 
@@ -31,6 +31,7 @@ def config_hash(run: RunSpec, cfg: SweepConfig) -> str:
 def make_plan(cfg: SweepConfig) -> list[RunSpec]:
     """Expand the config into runs: shared runs first (the base model, one row), then per
     train task and seed every enabled method's runs, in registry order."""
+    replay.check(cfg)  # a replay fraction needs a general set to draw from
     active = [m for m in methods.METHODS.values() if m.enabled(cfg)]
     runs = [run for m in active if m.shared for run in m.expand(cfg, None, cfg.seeds[0])]
     for task in cfg.tasks.train:

@@ -7,11 +7,13 @@ This module is the one place that knows the layout, so they cannot disagree abou
 
 <out>/: results.sqlite (the store), sweep.yaml (the resolved config workers read), LOCK (the
 driver's), decontamination.json (training items dropped for overlapping eval items),
+halving.json (an adaptive sweep's rungs and decisions, `rankscope.halving`),
 logs/<run_id>.log (GPU subprocesses), report/, runs/<run_id>/: config.yaml, RUNNING (host
 and pid while a worker runs it), progress.json, trainer/checkpoint-N/, adapter/ | model/,
 train_log.jsonl, TRAINED, eval/<task>.json, analysis/<kind>__<module>.json,
 analysis_error.txt, error.txt (a failure), DONE (written last: it holds the config hash the
-run finished with).
+run finished with); a run stopped at a rung of successive halving: eval/val@<step>/<task>.json
+and RUNG, its checkpoint kept in trainer/.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ STORE_NAME = "results.sqlite"
 SWEEP_FILE = "sweep.yaml"
 LOCK_NAME = "LOCK"
 DECONTAM_FILE = "decontamination.json"
+HALVING_FILE = "halving.json"
 RUNS = "runs"
 LOGS = "logs"
 
@@ -48,6 +51,7 @@ class Marker:
     PROGRESS = "progress.json"
     TRAIN_LOG = "train_log.jsonl"
     TRAINED = "TRAINED"
+    RUNG = "RUNG"  # trained to a rung of successive halving and scored there (`rankscope.rungs`)
     DONE = "DONE"
     ERROR = "error.txt"
     ANALYSIS_ERROR = "analysis_error.txt"
@@ -133,6 +137,7 @@ class RunState(str, Enum):
     DONE = "done"
     STALE = "stale"  # finished with another config
     CHANGED = "changed"  # unfinished work made with another config
+    STOPPED = "stopped"  # at a rung of successive halving: part of the budget, checkpoint kept
 
     def __str__(self) -> str:  # the word itself, on every Python version
         return self.value
@@ -174,6 +179,11 @@ class SweepDir:
         """Training items dropped for overlapping eval items (`rankscope.decontam`)."""
         return self.root / DECONTAM_FILE
 
+    @property
+    def halving_file(self) -> Path:
+        """An adaptive sweep's rungs, the runs of the current one and the decisions made."""
+        return self.root / HALVING_FILE
+
     def log(self, run_id: str) -> Path:
         return self.root / LOGS / f"{run_id}.log"
 
@@ -197,6 +207,11 @@ def _alive(running: dict[str, Any]) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def stopped_progress(rung: dict[str, Any]) -> str:
+    """A stopped run's progress as `status` shows it: its step and budget fraction."""
+    return f"stopped at step {rung['step']}/{rung['max_steps']} ({rung['fraction']:.3g} of budget)"
 
 
 @dataclass(frozen=True)
@@ -224,7 +239,8 @@ class RunDir:
     def eval_files(self) -> list[Path]:
         """Every eval file: test splits, then validation splits."""
         ev = self.path / Marker.EVAL
-        return sorted(ev.glob("*.json")) + sorted(ev.glob("val/*.json"))
+        rungs = sorted(ev.glob("val@*/*.json"))  # validation at a rung of successive halving
+        return sorted(ev.glob("*.json")) + sorted(ev.glob("val/*.json")) + rungs
 
     def analysis_files(self) -> list[Path]:
         return sorted(self.path.glob(f"{Marker.ANALYSIS}/*.json"))
@@ -241,6 +257,16 @@ class RunDir:
 
     def is_trained(self) -> bool:
         return (self.path / Marker.TRAINED).exists()
+
+    def rung(self) -> dict[str, Any] | None:
+        """RUNG: the rung of successive halving the run was last trained to (fraction, step,
+        max_steps, val), None if it never stopped at one."""
+        text = read_text(self.path / Marker.RUNG)
+        return json.loads(text) if text else None
+
+    def reached(self) -> bool:
+        """The worker did what it was asked: DONE, or stopped at its rung (RUNG)."""
+        return self.done_hash() is not None or self.rung() is not None
 
     def status(self) -> RunStatus:
         """pending | running | interrupted | failed | done | stale, with stage, progress, error.
@@ -268,6 +294,8 @@ class RunDir:
             running = read_text(self.path / Marker.RUNNING)
             alive = running and _alive(json.loads(running))
             state = RunState.RUNNING if alive else RunState.INTERRUPTED
+            if not alive and (rung := self.rung()) is not None and not self.is_trained():
+                state, progress = RunState.STOPPED, stopped_progress(rung)
         return RunStatus(state, stage, progress, error)
 
     def _train_progress(self) -> str:

@@ -5,7 +5,10 @@ run directory, every file atomically (temp file + rename), so any scheduler may 
 requeue it; a retry resumes where the files end: Trainer checkpoint, evaluated tasks, analysed
 modules. The driver loads run directories into the one results store (`rankscope.store.ingest`),
 so SQLite is never written from a worker on another machine and can be rebuilt from the run
-directories. The layout of a run directory is `rankscope.rundir`'s.
+directories. The layout of a run directory is `rankscope.rundir`'s. In an adaptive sweep
+(`search: halving`) the driver may ask a run for part of its budget: the worker then trains
+to that rung of the full run's schedule, scores the validation split and stops, keeping the
+checkpoint a promotion resumes from (`rankscope.rungs`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rankscope import replay
 from rankscope.analyze import analyze_unit
 from rankscope.config import SweepConfig, dump_yaml
 from rankscope.errors import ConfigError, DataError, RankscopeError
@@ -30,8 +34,9 @@ from rankscope.methods import count_params, get, load_base, load_for_eval
 from rankscope.plan import RunSpec, config_hash
 from rankscope.provenance import provenance
 from rankscope.rundir import Marker, RunDir
+from rankscope.rungs import primary_value, rung_split, rung_step, rung_target
 from rankscope.stages import Stages
-from rankscope.sweep import Sweep, find_run, read_sweep_file, sweep_for
+from rankscope.sweep import Sweep, find_run, read_sweep_file, sweep_for, zero_shot
 from rankscope.tasks import TASKS
 from rankscope.tracking import TB_DIR
 from rankscope.train import fit
@@ -98,12 +103,16 @@ def execute_unit(
     )
     if u.rd.done_hash() == u.hash:
         return
+    fraction = None if u.rd.is_trained() else rung_target(sweep.dir, sweep.cfg.search, run_id)
+    rung = u.rd.rung() if fraction is not None else None
+    if rung is not None and rung["fraction"] >= fraction - 1e-9:
+        return  # already stopped at this rung (a rerun)
     if u.main:
         _start(u)
     try:
-        trained = _train_stage(u)
-        if not u.main:
-            return  # the other processes of a multi-process run only train
+        trained = _train_stage(u, fraction)
+        if not u.main or trained is STOPPED:
+            return  # the other processes of a multi-process run only train; a rung is scored
         _eval_stage(u, trained)
         if u.cfg.analysis.enabled:
             run_analysis(u)
@@ -130,23 +139,49 @@ def _start(u: Unit) -> None:
     u.notify()
 
 
-def _progress(u: Unit, label: str) -> Callable[[int, int], None]:
-    """Progress bar + a throttled progress.json that `rankscope status` reads."""
+STOPPED = ("stopped at a rung",)
+"""What `_train_stage` returns when it stopped at a rung of successive halving."""
+
+
+def _progress(
+    u: Unit, label: str, fraction: float | None = None, stopped: list | None = None
+) -> Callable[[int, int], bool]:
+    """Progress bar + a throttled progress.json that `rankscope status` reads. With a rung's
+    `fraction` it returns True at the rung's step, which stops training there with a
+    checkpoint (`train._callback`), and appends (step, max_steps) to `stopped`."""
     last = [0.0]
 
-    def report(done: int, total: int) -> None:
+    def report(done: int, total: int) -> bool:
         u.stages.step(label, done, total)
         now = time.monotonic()
         if u.main and (now - last[0] > 1.0 or done in (1, total)):
             last[0] = now
             doc = {"stage": "train", "step": done, "total": total}
             u.rd.write(Marker.PROGRESS, json.dumps(doc))
+        at = None if fraction is None else rung_step(fraction, total, u.cfg.train.logging_steps)
+        if at is None or stopped is None or not at <= done < total:
+            return False
+        stopped.append((done, total))
+        return True
 
     return report
 
 
-def _train_stage(u: Unit) -> tuple[Any, Any] | None:
-    """Train (or resume) unless TRAINED exists; returns the trained (model, tok) if it ran."""
+def _score_rung(u: Unit, model: Any, tok: Any, fraction: float, step: int, total: int) -> None:
+    """A rung's validation scores into eval/val@<step>/, then RUNG (written last)."""
+    split, val = rung_split(step), {}
+    for task in val_tasks(u):
+        doc = {**_evaluate_task(u, model, tok, task, "val"), "split": split}
+        u.rd.write(str(u.rd.eval_file(task, split).relative_to(u.rd.path)), json.dumps(doc))
+        val[task] = primary_value(doc["metrics"])
+    rung = {"fraction": fraction, "step": step, "max_steps": total, "val": val}
+    u.rd.write(Marker.RUNG, json.dumps(rung))
+    u.notify()
+
+
+def _train_stage(u: Unit, fraction: float | None = None) -> Any:
+    """Train (or resume) unless TRAINED exists; returns the trained (model, tok) if it ran,
+    or STOPPED when it stopped at the rung `fraction` of its budget asked."""
     if u.rd.is_trained():
         u.rd.drop_train_state()  # left over when killed right after TRAINED
         u.stages.advance("train", 1)
@@ -164,13 +199,17 @@ def _train_stage(u: Unit) -> tuple[Any, Any] | None:
             return method.prepare(load_base(cfg.model)[0], run, cfg)
 
         tok = load_base(cfg.model)[1]
-        items = u.sweep.items(run.train_task, "train")
-        progress = _progress(u, f"  {run.run_id}")
+        items, stopped = training_items(u.sweep, run), []
+        progress = _progress(u, f"  {run.run_id}", fraction, stopped)
         work, tb = u.rd.trainer, u.rd / TB_DIR  # tb/ outlives the checkpoints in trainer/
         model, rec = fit(
             prepare, tok, items, cfg, run.run_id, run.lr, run.seed, work, progress, run, tb
         )
         fsdp_dir = rec.pop("fsdp_dir", None)
+        if stopped and fraction is not None:  # the checkpoint stays: a promotion resumes it
+            if u.main:
+                _score_rung(u, model, tok, fraction, *stopped[-1])
+            return STOPPED
         if not u.main:
             return None
         if fsdp_dir:  # gathered and saved by all ranks; evaluate what was saved, not shards
@@ -187,6 +226,16 @@ def _train_stage(u: Unit) -> tuple[Any, Any] | None:
     u.notify()
     u.stages.advance("train", 1)
     return None if rec.get("fsdp") else (model, tok)
+
+
+def training_items(sweep: Sweep, run: RunSpec) -> list:
+    """The run's training items: its train task's, plus the general items its replay
+    fraction mixes in (`rankscope.replay`)."""
+    items = sweep.items(run.train_task, "train")
+    if not run.replay:
+        return items
+    pool = replay.general_pool(sweep.cfg, zero_shot(sweep.ctx))
+    return replay.mix(items, pool, run.replay, run.seed)
 
 
 def val_tasks(u: Unit) -> list[str]:

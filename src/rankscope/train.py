@@ -158,7 +158,7 @@ def _checkpointing(on: bool) -> dict[str, bool]:
     return {key: on}
 
 
-def _callback(on_progress: Callable[[int, int], None] | None):
+def _callback(on_progress: Callable[[int, int], bool | None] | None):
     from transformers import TrainerCallback
 
     class GuardAndCheckpoint(TrainerCallback):
@@ -174,8 +174,8 @@ def _callback(on_progress: Callable[[int, int], None] | None):
             if STOP.requested:  # save at this step, then leave the loop cleanly
                 control.should_save = True
                 control.should_training_stop = True
-            if on_progress:
-                on_progress(state.global_step, state.max_steps)
+            if on_progress and on_progress(state.global_step, state.max_steps):
+                control.should_save = control.should_training_stop = True  # a rung's end
 
         def on_save(self, args, state, control, **kw):
             if state.is_world_process_zero:

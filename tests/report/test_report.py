@@ -257,8 +257,13 @@ def sweep(tmp_path_factory) -> tuple[dict[str, Path], dict[str, dict[str, float]
 
 
 def md_table(md: str, heading: str) -> list[dict[str, str]]:
-    """The first Markdown table after ``heading``, as dicts keyed by column header."""
-    lines = md[md.index(heading) :].splitlines()
+    """The first Markdown table after ``heading`` (a whole line where one matches, else the
+    first line that starts with it), as dicts keyed by column header."""
+    all_lines = md.splitlines()
+    at = next((i for i, ln in enumerate(all_lines) if ln == heading), None)
+    if at is None:
+        at = next(i for i, ln in enumerate(all_lines) if ln.startswith(heading))
+    lines = all_lines[at:]
     start = next(i for i, ln in enumerate(lines) if ln.startswith("|"))
     rows = []
     for ln in lines[start:]:
@@ -427,7 +432,8 @@ def test_summary_states_tested_differences_and_retention_cost(sweep) -> None:
         rows = md_table(summary, f"*Trained on {train}:")
         assert [r["configuration"] for r in rows] == ["full", "lora r=4", "lora r=16", "lora r=64"]
         assert all(r["retention Δ vs base"] != "–" for r in rows)
-        assert any(ln.startswith(f"- **{train}**: best on validation is") for ln in md.splitlines())
+        head = md[md.index("## Recommendation") : md.index("## Summary")]
+        assert any(ln.startswith(f"- **{train}**: **") for ln in head.splitlines())
     trade = {r["method"]: r for r in md_table(summary, "### Trade-offs")}
     full = np.mean([written[f"{t}__full__s0"][RETENTION] for t in TRAIN])
     assert trade["full"]["retention Δ (pp)"] == pp(full - written["base"][RETENTION])
@@ -452,6 +458,7 @@ def test_no_analysis_rows_means_no_analysis_section(tmp_path: Path) -> None:
     assert "## Analysis" not in md and "## Figures" in md
     names = {p.stem for p in paths["figures"].glob("*.png")}
     assert names == {
+        "tradeoff",
         "accuracy_vs_rank",
         "retention_vs_rank",
         "cross_domain",

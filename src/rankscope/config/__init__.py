@@ -22,6 +22,7 @@ from rankscope.config.load import (
     read_yaml,
 )
 from rankscope.config.reference import config_reference
+from rankscope.config.search import HalvingConfig
 from rankscope.config.sections import (
     AnalysisConfig,
     EvalConfig,
@@ -44,6 +45,7 @@ __all__ = [
     "EvalConfig",
     "ExecutorConfig",
     "FullConfig",
+    "HalvingConfig",
     "LoraConfig",
     "MethodsConfig",
     "ModelConfig",

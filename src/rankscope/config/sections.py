@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rankscope.errors import ConfigError, did_you_mean, require, require_one_of
+from rankscope.errors import ConfigError, did_you_mean, require, require_fractions, require_one_of
 from rankscope.tasks import TASKS
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
+SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
 """The experiment trackers `train.report_to` may name."""
 
 
@@ -268,12 +269,14 @@ class TrainConfig:
     """LM head and loss only at the positions that predict a completion token (the same loss
     as over all positions, without the vocabulary projection of the prompt)."""
     report_to: str | list[str] = "none"
-    """Experiment trackers: none | a list of tensorboard, mlflow, wandb (`pip install
-    rankscope[track]`). Each gets the train loss, the run id as run name and the resolved
-    config as params; TensorBoard writes to the run dir's tb/, MLflow and wandb read their
-    own environment (MLFLOW_TRACKING_URI, WANDB_PROJECT, ...)."""
+    """Experiment trackers: none | a list of tensorboard, mlflow, wandb (extra `track`): the
+    train loss, run id as run name, resolved config as params; TensorBoard writes to the run
+    dir's tb/, MLflow and wandb read their environment (MLFLOW_TRACKING_URI, WANDB_PROJECT)."""
+    replay_fraction: float | list[float] = 0.0
+    """f: n_train*f/(1-f) general items added to each training set (run-seeded); list = axis."""
 
     def __post_init__(self) -> None:
+        require_fractions("train.replay_fraction", self.replay_fraction)
         _positive("train.epochs", self.epochs)
         _at_least("train.batch_size", self.batch_size, 1, show=True)
         _at_least("train.grad_accum", self.grad_accum, 1, show=True)
@@ -283,10 +286,8 @@ class TrainConfig:
         )
         _at_least("train.max_seq_len", self.max_seq_len, 8, show=True)
         _at_least("train.logging_steps", self.logging_steps, 1)
-        schedulers = ("linear", "cosine", "constant_with_warmup")
-        require_one_of("train.scheduler", self.scheduler, schedulers, hint=True)
-        precisions = ("auto", "fp32", "bf16", "fp16")
-        require_one_of("train.precision", self.precision, precisions, hint=True)
+        require_one_of("train.scheduler", self.scheduler, SCHEDULERS, hint=True)
+        require_one_of("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"), True)
         _at_least("train.save_steps", self.save_steps, 0, show=True)
         if isinstance(self.report_to, str) and self.report_to != "none":
             self.report_to = [self.report_to]  # one tracker given without a list
@@ -297,6 +298,10 @@ class TrainConfig:
     def trackers(self) -> list[str]:
         """The trackers `report_to` names, each once ([] for none)."""
         return [] if self.report_to == "none" else list(dict.fromkeys(self.report_to))
+
+    @property
+    def replay_fractions(self) -> list[float]:  # checked in __post_init__
+        return require_fractions("train.replay_fraction", self.replay_fraction)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rankscope.config.search import SEARCHES, HalvingConfig
 from rankscope.config.sections import (
     AnalysisConfig,
     EvalConfig,
@@ -21,7 +22,7 @@ from rankscope.config.sections import (
     TasksConfig,
     TrainConfig,
 )
-from rankscope.errors import require
+from rankscope.errors import require, require_one_of
 from rankscope.tasks.base import DataConfig
 
 
@@ -41,6 +42,10 @@ class SweepConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    search: str = "grid"
+    """How the grid is searched: grid (every run at the full budget) | halving (successive
+    halving on validation scores, `rankscope.halving`; the promoted runs are the grid's own)."""
+    halving: HalvingConfig = field(default_factory=HalvingConfig)
 
     def __post_init__(self) -> None:
         """The sweep's own fields, then the cross-section rules. The sections are already
@@ -50,6 +55,7 @@ class SweepConfig:
             "name: must be a non-empty name without '/'",
         )
         require(len(self.seeds) > 0, "seeds: give at least one seed")
+        require_one_of("search", self.search, SEARCHES, hint=True)
         retention = self.tasks.retention
         # MMLU may be both: trained on some subjects, retention measured on the others.
         split_mmlu = retention == "mmlu" and bool(self.data.mmlu_train_subjects)

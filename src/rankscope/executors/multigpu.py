@@ -139,7 +139,7 @@ def _port_offset(gpus: list[str]) -> int:
 
 def outcome(run_dir: Path, returncode: int, log_path: Path) -> str | None:
     """None when the run finished (exit 0 and DONE written), else why it did not."""
-    if returncode == 0 and RunDir(run_dir).done_hash() is not None:
+    if returncode == 0 and RunDir(run_dir).reached():  # DONE, or stopped at its rung
         return None
     if returncode == 0:
         return f"worker exited without writing DONE (log: {log_path})"

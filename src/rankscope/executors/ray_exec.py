@@ -103,6 +103,6 @@ def _result(ref: Any, run_dir: Path) -> str | None:
         ray.get(ref)
     except ray.exceptions.RayError as exc:
         return task_error(exc)
-    if RunDir(run_dir).done_hash() is None:
+    if not RunDir(run_dir).reached():  # DONE, or stopped at its rung (halving)
         return f"task ended without writing DONE in {run_dir}"
     return None

@@ -96,7 +96,7 @@ def job_error(job: Any, run_dir: Path) -> str | None:
     except Exception as e:  # the debug executor raises the run's own exception here
         exc = e
     if exc is None:
-        if RunDir(run_dir).done_hash() is not None:
+        if RunDir(run_dir).reached():  # DONE, or stopped at its rung (halving)
             return None
         return f"job {job.job_id} ended without writing DONE (log: {job.paths.stderr})"
     return f"{_last_trace_line(str(exc))} (log: {job.paths.stderr})"

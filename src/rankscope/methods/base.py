@@ -27,6 +27,7 @@ DeltaW = tuple[str, Any, Any]
 the method knows them cheaply, else None)."""
 
 _NEVER_CHANGE_RESULTS = ("save_steps", "oom_retry", "logging_steps", "report_to")
+_PER_RUN = ("replay_fraction",)  # an axis: each run's own value is in its RunSpec
 _HASHED_WHEN_ON = ("packing", "completion_logits")
 """Added after runs were made without them: hashed only when on, so a run made with them
 off keeps the hash it had before they existed (off is the computation it made)."""
@@ -76,7 +77,7 @@ class Method:
         if not self.trains:
             return {}
         train = asdict(cfg.train)
-        for k in _NEVER_CHANGE_RESULTS:
+        for k in (*_NEVER_CHANGE_RESULTS, *_PER_RUN):
             train.pop(k)
         for k in _HASHED_WHEN_ON:
             if not train[k]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rankscope.config import ModelConfig, SweepConfig
-from rankscope.identity import RunSpec, fmt_lr
+from rankscope.identity import RunSpec, fmt_lr, replay_tag
 from rankscope.methods.base import DeltaW, Method
 from rankscope.models import from_pretrained_kwargs
 
@@ -26,10 +26,18 @@ class FullMethod(Method):
         return cfg.methods.full.enabled
 
     def expand(self, cfg: SweepConfig, task: str | None, seed: int) -> list[RunSpec]:
-        """One run per lr: `<task>__full-lr<lr>__s<seed>`."""
+        """One run per lr x replay fraction: `<task>__full-lr<lr>[-rp<%>]__s<seed>`."""
         return [
-            RunSpec(f"{task}__{self.name}-lr{fmt_lr(lr)}__s{seed}", self.name, task, seed, lr=lr)
+            RunSpec(
+                f"{task}__{self.name}-lr{fmt_lr(lr)}{replay_tag(f)}__s{seed}",
+                self.name,
+                task,
+                seed,
+                lr=lr,
+                replay=f,
+            )
             for lr in cfg.methods.full.lrs
+            for f in cfg.train.replay_fractions
         ]
 
     def prepare(self, model: Any, run: RunSpec, cfg: SweepConfig) -> Any:

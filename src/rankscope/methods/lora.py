@@ -16,6 +16,7 @@ every other run. The trainable parameters are still the r-rank ones (`trainable_
 from __future__ import annotations
 
 import copy
+import itertools
 import tempfile
 import warnings
 import weakref
@@ -26,7 +27,7 @@ from typing import Any
 
 from rankscope.config import ModelConfig, SweepConfig
 from rankscope.config.sections import variant_options
-from rankscope.identity import RunSpec, fmt_lr
+from rankscope.identity import RunSpec, fmt_lr, replay_tag
 from rankscope.methods.base import DeltaW, Method
 from rankscope.targets import check_targets, lora_param_count, resolve_targets
 
@@ -56,8 +57,9 @@ class LoraMethod(Method):
         return cfg.methods.lora.enabled
 
     def expand(self, cfg: SweepConfig, task: str | None, seed: int) -> list[RunSpec]:
-        """One run per variant x rank x distinct alpha x lr, in that nesting:
-        `<task>__<variant>-r<r>-a<alpha>-lr<lr>__s<seed>` (variant 'lora' for plain LoRA)."""
+        """One run per variant x rank x distinct alpha x lr x replay fraction, in that nesting:
+        `<task>__<variant>-r<r>-a<alpha>-lr<lr>[-rp<%>]__s<seed>` (variant 'lora' for plain
+        LoRA; no replay part without replay)."""
         lc = cfg.methods.lora
         runs = []
         for name in lc.variants:
@@ -65,10 +67,10 @@ class LoraMethod(Method):
             for r in lc.ranks:
                 alphas = dict.fromkeys(lc.alpha_for(r, rule) for rule in lc.alphas)
                 for a in alphas:  # two rules giving this rank one alpha: one run
-                    for lr in lc.lrs:
-                        tag = f"{name}-r{r}-a{_fmt(a)}-lr{fmt_lr(lr)}"
+                    for lr, f in itertools.product(lc.lrs, cfg.train.replay_fractions):
+                        tag = f"{name}-r{r}-a{_fmt(a)}-lr{fmt_lr(lr)}{replay_tag(f)}"
                         run_id = f"{task}__{tag}__s{seed}"
-                        runs.append(RunSpec(run_id, self.name, task, seed, r, a, lr, variant))
+                        runs.append(RunSpec(run_id, self.name, task, seed, r, a, lr, variant, f))
         return runs
 
     def hash_fields(self, cfg: SweepConfig) -> dict[str, Any]:

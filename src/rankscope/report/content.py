@@ -8,13 +8,28 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass
-from typing import Union
 
-from rankscope.identity import fmt_lr
+from rankscope.report.blocks import (
+    Block,
+    Bullets,
+    FigureBlock,
+    Heading,
+    Para,
+    TableBlock,
+)
 from rankscope.report.data import ReportData, failed_runs
-from rankscope.report.fmt import Table, fmt_ci_pct, fmt_comparison, fmt_pct
+from rankscope.report.decision import decisions
+from rankscope.report.fmt import Table, fmt_comparison, fmt_pct
+from rankscope.report.headline import (
+    HEADLINE_FIGURE,
+    HOW,
+    confirmed_line,
+    decision_line,
+    options_table,
+)
 from rankscope.report.plot import FigureOut
+from rankscope.report.replay import FIGURE as REPLAY_FIGURE
+from rankscope.report.replay import replay_blocks
 from rankscope.report.selection import impossible, shown_agg
 from rankscope.report.significance import (
     BASE,
@@ -23,44 +38,14 @@ from rankscope.report.significance import (
     IN,
     N_BOOT,
     RETENTION,
-    Candidate,
-    recommendations,
     summary_claims,
     units,
 )
+from rankscope.report.stopped import collapsed, stopped_blocks
 from rankscope.report.tables import report_tables
 from rankscope.stats import Comparison
 
 TEX_NAME = "report_tables.tex"
-
-
-@dataclass
-class Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass
-class Para:
-    text: str  # may contain **bold** spans
-
-
-@dataclass
-class Bullets:
-    items: list[str]
-
-
-@dataclass
-class TableBlock:
-    table: Table
-
-
-@dataclass
-class FigureBlock:
-    fig: FigureOut
-
-
-Block = Union[Heading, Para, Bullets, TableBlock, FigureBlock]  # noqa: UP007
 
 
 # ------------------------------------------------------------------ summary
@@ -174,42 +159,6 @@ def claims_tables(data: ReportData) -> list[Table]:
     return out
 
 
-def _candidate(c: Candidate) -> str:
-    return c.key.prose + ("" if c.lr is None else f", lr {fmt_lr(c.lr)}")
-
-
-def recommendation_lines(data: ReportData) -> list[str]:
-    """Per train task: the best validation configuration and those indistinguishable."""
-    lines = []
-    for rec in recommendations(data):
-        b = rec.best
-        text = (
-            f"**{rec.train_task}**: best on validation is **{_candidate(b)}** at "
-            f"{fmt_ci_pct(b.val)} % ({b.val.n} seed(s))."
-        )
-        same = [c for c in rec.others if c.indistinguishable]
-        worse = [c for c in rec.others if c.vs_best is not None and not c.indistinguishable]
-        none = [c for c in rec.others if c.vs_best is None]
-        if same:
-            text += (
-                " Statistically indistinguishable from it: "
-                + "; ".join(
-                    f"{_candidate(c)} ({fmt_comparison(c.vs_best)})"
-                    for c in same  # type: ignore[arg-type]
-                )
-                + "."
-            )
-        elif worse:
-            text += " Every other configuration is significantly worse on validation."
-        if worse and same:
-            text += " Significantly worse: " + ", ".join(_candidate(c) for c in worse) + "."
-        if none:
-            text += " Not compared (no validation predictions): "
-            text += ", ".join(_candidate(c) for c in none) + "."
-        lines.append(text)
-    return lines
-
-
 def summary_blocks(data: ReportData, tables: dict[str, Table | None]) -> list[Block]:
     runs = data.runs
     done = sum(r["status"] == "done" for r in runs)
@@ -294,9 +243,6 @@ def significance_blocks(data: ReportData) -> list[Block]:
     if claims:
         blocks += [Heading("Which differences are real", 3), Para(TESTS)]
         blocks += [TableBlock(t) for t in claims]
-    recs = recommendation_lines(data)
-    if recs:
-        blocks += [Heading("Recommendation", 3), Para(RECOMMEND), Bullets(recs)]
     lost = impossible(data)
     if lost:
         names = ", ".join(f"{k.prose} on {t}" for t, k in lost)
@@ -320,13 +266,6 @@ TESTS = (
     "are per-comparison 95% intervals (not corrected), so one may exclude 0 where the "
     "corrected p does not reach 0.05."
 )
-RECOMMEND = (
-    "Chosen on validation items only: the configuration with the best mean validation score "
-    "on the train task, and every configuration whose paired difference from it on the "
-    "validation items is not significant (Holm-corrected over those tests)."
-)
-
-
 RESULT_TABLES = (
     ("Score per run", "results"),
     ("Change vs base per run", "delta"),
@@ -343,10 +282,31 @@ def results_blocks(tables: dict[str, Table | None]) -> list[Block]:
     for title, name in RESULT_TABLES:
         table = tables[name]
         if table is not None and table.rows:
-            blocks += [Heading(title, 3), TableBlock(table)]
+            blocks.append(collapsed(title, table))
     if len(blocks) == 1:
         blocks.append(Para("No run has finished yet."))
     return blocks
+
+
+def headline_blocks(data: ReportData, figs: list[FigureOut]) -> list[Block]:
+    """The answer first: one line per train task with the recommendation, the trade-off
+    figure, how it was chosen, and the table of options (collapsed)."""
+    ds = decisions(data)
+    if not ds:
+        return []
+    blocks: list[Block] = [Heading("Recommendation"), Bullets([decision_line(d) for d in ds])]
+    blocks += [FigureBlock(f, titled=False) for f in figs if f.name == HEADLINE_FIGURE]
+    confirmed = [x for d in ds if (x := confirmed_line(d))]
+    if confirmed:
+        blocks.append(Bullets(confirmed))
+    blocks.append(Para(HOW + " `rankscope recommend DIR --max-retention-loss PP` applies limits."))
+    for d in ds:
+        blocks.append(collapsed(f"Options trained on {d.train_task}", options_table(d)))
+    return blocks
+
+
+OWN_SECTION = (HEADLINE_FIGURE, REPLAY_FIGURE)
+"""Figures shown in their own section, not among the result figures."""
 
 
 def figure_blocks(title: str, figs: list[FigureOut]) -> list[Block]:
@@ -361,7 +321,7 @@ def analysis_blocks(
     blocks: list[Block] = [Heading("Analysis")]
     spec = tables["spectral"]
     if spec is not None and spec.rows:
-        blocks += [Heading("Spectral summary", 3), TableBlock(spec)]
+        blocks.append(collapsed("Spectral summary", spec))
     blocks += [FigureBlock(f) for f in figs]
     if len(blocks) == 1:
         blocks.append(Para("The store holds analysis rows, but too few to draw anything."))
@@ -384,10 +344,13 @@ def report_blocks(
     tables = tables if tables is not None else report_tables(data)
     return [
         Heading(f"rankscope report: {data.sweep_name}", 1),
+        *headline_blocks(data, figs),
         *summary_blocks(data, tables),
+        *replay_blocks(data, figs),
+        *figure_blocks("Figures", [f for f in figs if f.name not in OWN_SECTION]),
         *results_blocks(tables),
-        *figure_blocks("Figures", figs),
         *analysis_blocks(data, tables, analysis_figs),
+        *stopped_blocks(data),
         *failed_blocks(data, tables),
         Para(f"LaTeX (booktabs) versions of the tables are in `{TEX_NAME}`."),
     ]

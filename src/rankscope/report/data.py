@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rankscope.report.keys import Keyed, MethodKey, Row
+from rankscope.rundir import RunState
+from rankscope.rungs import RUNG_PREFIX
 from rankscope.stats import Interval, mean_ci
 
 TEST = "test"
 VAL = "val"
+STOPPED = RunState.STOPPED.value
 
 
 def split_of(row: Row) -> str:
@@ -52,8 +55,14 @@ def done_runs(runs: Iterable[Row]) -> list[Row]:
 
 
 def failed_runs(runs: Iterable[Row]) -> list[Row]:
-    """Runs that did not finish: status other than 'done'."""
-    return sort_runs(r for r in runs if r["status"] != "done")
+    """Runs that did not finish: status other than 'done' (and other than 'stopped': a run
+    successive halving stopped at a rung did what it was asked)."""
+    return sort_runs(r for r in runs if r["status"] not in ("done", STOPPED))
+
+
+def stopped_runs(runs: Iterable[Row]) -> list[Row]:
+    """Runs successive halving stopped at a rung (`search: halving`)."""
+    return sort_runs(r for r in runs if r["status"] == STOPPED)
 
 
 def is_baseline(run: Row) -> bool:
@@ -218,6 +227,8 @@ class ReportData:
         everything = self.metrics
         self.metrics = on_split(everything, TEST)
         self.val_metrics = on_split(everything, VAL)
+        self.rung_metrics = [m for m in everything if split_of(m).startswith(RUNG_PREFIX)]
+        """Validation scores at the rungs of successive halving (split `val@<step>`)."""
         self.scores = scores(self.runs, self.metrics)
         self.agg = aggregate(self.scores)
         self.val_scores = scores(self.runs, self.val_metrics)

@@ -27,6 +27,7 @@ from matplotlib.patches import Patch, Rectangle
 from rankscope.identity import fmt_lr
 from rankscope.report.data import AggScore, ReportData, is_baseline
 from rankscope.report.derived import cross_domain, param_counts
+from rankscope.report.headline import HEADLINE_FIGURE, fig_tradeoff
 from rankscope.report.keys import MethodKey, Row
 from rankscope.report.plot import (
     Builder,
@@ -44,6 +45,7 @@ from rankscope.report.plot import (
     series,
     shared_legend,
 )
+from rankscope.report.replay import REPLAY_FIGURES
 from rankscope.report.selection import Group, group_key, selected_lrs, shown
 from rankscope.report.sweep_figures import SWEEP_FIGURES, alpha_rules, rule_order
 from rankscope.stats import Interval
@@ -59,9 +61,10 @@ def _ci(a: AggScore, delta: bool) -> Interval | None:
     return a.delta_ci if delta else a.ci
 
 
-def _line_label(train: str, variant: str, rule: str, lr: float | None) -> str:
+def _line_label(train: str, variant: str, rule: str, lr: float | None, replay: float) -> str:
     out = train + (f" ({variant})" if variant else "") + (f" {rule}" if rule else "")
-    return out + ("" if lr is None else f" lr={fmt_lr(lr)}")
+    out += "" if lr is None else f" lr={fmt_lr(lr)}"
+    return out + MethodKey("", replay=replay).replay_label
 
 
 def rank_series(data: ReportData, task: str, train: str, delta: bool = False) -> list[Series]:
@@ -83,13 +86,10 @@ def rank_series(data: ReportData, task: str, train: str, delta: bool = False) ->
         ci = _ci(a, delta)
         if ci is not None:
             rule = rules[(a.method, a.rank, a.key.alpha)]
-            lines[(a.key.info.order, a.variant, rule, a.key.lr)].append(Point.of(a.rank, ci))
-    order = sorted(lines, key=lambda k: (k[:2], rule_order(k[2]), k[3] or 0.0))
-    return [
-        series(_line_label(train, variant, rule, lr), lines[k], key=(variant, rule, lr))
-        for k in order
-        for _, variant, rule, lr in [k]
-    ]
+            line = (a.key.info.order, a.variant, rule, a.key.lr, a.key.replay)
+            lines[line].append(Point.of(a.rank, ci))
+    order = sorted(lines, key=lambda k: (k[:2], rule_order(k[2]), k[3] or 0.0, k[4]))
+    return [series(_line_label(train, *k[1:]), lines[k], key=k[1:]) for k in order]
 
 
 def reference_lines(
@@ -101,7 +101,8 @@ def reference_lines(
     for a in shown_agg(data):
         ci = _ci(a, delta)
         if a.key.info.reference and a.task == task and a.train_task == train and ci is not None:
-            out.append((f"{train}: {a.key.info.prose or a.method}" + _lr_suffix(a.key), ci))
+            name = f"{train}: {a.key.info.prose or a.method}" + _lr_suffix(a.key)
+            out.append((name + a.key.replay_label, ci))
     return out
 
 
@@ -347,12 +348,14 @@ def fig_loss_curves(data: ReportData) -> Figure | None:
 
 
 RESULT_FIGURES: list[tuple[str, str, Builder]] = [
+    (HEADLINE_FIGURE, "Gain vs retention cost", fig_tradeoff),
     ("accuracy_vs_rank", "Test score vs LoRA rank", fig_accuracy_vs_rank),
     ("retention_vs_rank", "Retention change vs LoRA rank", fig_retention_vs_rank),
     ("cross_domain", "Cross-domain change per method", fig_cross_domain),
     ("params_vs_rank", "Trainable parameters vs LoRA rank", fig_params_vs_rank),
     ("loss_curves", "Training loss", fig_loss_curves),
     *SWEEP_FIGURES,
+    *REPLAY_FIGURES,
 ]
 
 

@@ -53,9 +53,10 @@ def method_info(method: str) -> MethodInfo:
 @dataclass(frozen=True)
 class MethodKey:
     """The configuration a report row stands for, minus the train task and the seed: the
-    run identity's columns (method, rank, variant, alpha, lr), never a parsed label.
+    run identity's columns (method, rank, variant, alpha, lr, replay), never a parsed label.
 
-    The label shows alpha only when it differs from the default α = 2r, and never the lr:
+    The label shows alpha only when it differs from the default α = 2r, the replay fraction
+    only when there is one ('lora r=8 replay 25%'), and never the lr:
     a configuration is reported at the lr chosen on validation (`report.selection`), and
     `lr_label` names the lr where several are shown side by side.
     """
@@ -66,6 +67,8 @@ class MethodKey:
     variant: str = ""
     alpha: float | None = None
     lr: float | None = None
+    replay: float = 0.0
+    """`train.replay_fraction` (0: no general items mixed in; stores from before replay)."""
 
     @classmethod
     def of(cls, run: Row) -> MethodKey:
@@ -73,7 +76,8 @@ class MethodKey:
         method = str(run["method"])
         rank = run.get("rank") if method_info(method).ranked else None
         alpha = run.get("alpha") if method_info(method).ranked else None
-        return cls(method, rank, run.get("variant") or "", alpha, run.get("lr"))
+        replay = float(run.get("replay") or 0.0)
+        return cls(method, rank, run.get("variant") or "", alpha, run.get("lr"), replay)
 
     @property
     def info(self) -> MethodInfo:
@@ -85,7 +89,13 @@ class MethodKey:
         if self.info.ranked and self.alpha is not None and self.rank is not None:
             if float(self.alpha) != 2.0 * self.rank:
                 alpha = f" α={float(self.alpha):g}"
-        return method_name + rank + alpha + (f" ({self.variant})" if self.variant else "")
+        variant = f" ({self.variant})" if self.variant else ""
+        return method_name + rank + alpha + variant + self.replay_label
+
+    @property
+    def replay_label(self) -> str:
+        """' replay 25%' for a run with replay, '' without."""
+        return f" replay {100 * self.replay:g}%" if self.replay else ""
 
     @property
     def label(self) -> str:
@@ -103,10 +113,10 @@ class MethodKey:
         return self._name(self.info.prose or self.method)
 
     @property
-    def sort_key(self) -> tuple[int, str, int]:
-        """Base, full, then ranked methods by variant (plain first) and rank (the methods'
-        own `sort_key`: the report orders rows exactly as the plan does)."""
-        return (self.info.order, self.variant, self.rank or 0)
+    def sort_key(self) -> tuple[int, str, int, float]:
+        """Base, full, then ranked methods by variant (plain first), rank and replay fraction
+        (the methods' own `sort_key`, then replay: the plan's order)."""
+        return (self.info.order, self.variant, self.rank or 0, self.replay)
 
 
 def method_label(run: Row) -> str:

@@ -11,15 +11,8 @@ import base64
 import html
 import re
 
-from rankscope.report.content import (
-    TEX_NAME,
-    Block,
-    Bullets,
-    Heading,
-    Para,
-    TableBlock,
-    report_blocks,
-)
+from rankscope.report.blocks import Block, Bullets, Details, Heading, Para, TableBlock
+from rankscope.report.content import TEX_NAME, report_blocks
 from rankscope.report.data import ReportData
 from rankscope.report.fmt import Table, to_latex, to_markdown
 from rankscope.report.plot import FigureOut
@@ -32,7 +25,12 @@ __all__ = ["TEX_NAME", "render_report", "to_html", "to_md", "to_tex"]
 def to_md(blocks: list[Block]) -> str:
     parts = []
     for b in blocks:
-        if isinstance(b, Heading):
+        if isinstance(b, Details):  # GitHub renders Markdown inside <details> after a blank line
+            inner = to_md(b.blocks)
+            parts.append(
+                f"<details><summary>{html.escape(b.summary)}</summary>\n\n{inner}\n</details>\n"
+            )
+        elif isinstance(b, Heading):
             parts.append(f"{'#' * b.level} {b.text}\n")
         elif isinstance(b, Para):
             parts.append(b.text + "\n")
@@ -60,6 +58,7 @@ font-variant-numeric:tabular-nums}tr:nth-child(even) td{background:#fafafa}
 caption{caption-side:top;text-align:left;font-style:italic;color:#555;padding:.3em 0}
 figure{margin:1em 0 2em}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em}code{background:#f4f4f4;padding:0 .2em}
+details{margin:.3em 0}summary{cursor:pointer;color:#245;font-weight:600}
 """
 
 
@@ -86,19 +85,25 @@ def html_table(table: Table) -> str:
     return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def html_figure(fig: FigureOut) -> str:
+def html_figure(fig: FigureOut, titled: bool = True) -> str:
     data = base64.b64encode(fig.path.read_bytes()).decode("ascii")
+    head = f"<h3>{html.escape(fig.title)}</h3>" if titled else ""
     return (
-        f"<figure><h3>{html.escape(fig.title)}</h3>"
+        f"<figure>{head}"
         f'<img alt="{html.escape(fig.title)}" src="data:image/png;base64,{data}">'
         f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>"
     )
 
 
-def to_html(blocks: list[Block], title: str) -> str:
+def html_body(blocks: list[Block]) -> list[str]:
     body = []
     for b in blocks:
-        if isinstance(b, Heading):
+        if isinstance(b, Details):
+            inner = "\n".join(html_body(b.blocks))
+            body.append(
+                f"<details><summary>{inline_html(b.summary)}</summary>\n{inner}\n</details>"
+            )
+        elif isinstance(b, Heading):
             body.append(f"<h{b.level}>{inline_html(b.text)}</h{b.level}>")
         elif isinstance(b, Para):
             body.append(f"<p>{inline_html(b.text)}</p>")
@@ -107,7 +112,12 @@ def to_html(blocks: list[Block], title: str) -> str:
         elif isinstance(b, TableBlock):
             body.append(html_table(b.table))
         else:
-            body.append(html_figure(b.fig))
+            body.append(html_figure(b.fig, b.titled))
+    return body
+
+
+def to_html(blocks: list[Block], title: str) -> str:
+    body = html_body(blocks)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import zlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -101,17 +101,35 @@ def _seed(*parts: object) -> int:
 
 
 # ------------------------------------------------------------------ paired matrices
-def _items(data: ReportData, run_id: str, tasks: Sequence[str], split: str) -> dict:
-    return {(t, i): v for t in tasks for i, v in data.correct(run_id, t, split).items()}
+ItemFilter = Callable[[str, str], bool]
+"""(task, item id) -> whether the item takes part (e.g. one half of a task's items)."""
+
+
+def _items(
+    data: ReportData, run_id: str, tasks: Sequence[str], split: str, keep: ItemFilter | None
+) -> dict:
+    return {
+        (t, i): v
+        for t in tasks
+        for i, v in data.correct(run_id, t, split).items()
+        if keep is None or keep(t, i)
+    }
 
 
 def paired(
-    data: ReportData, a: Sequence[str], b: Sequence[str], tasks: Sequence[str], split: str
+    data: ReportData,
+    a: Sequence[str],
+    b: Sequence[str],
+    tasks: Sequence[str],
+    split: str,
+    keep: ItemFilter | None = None,
+    tag: str = "",
 ) -> Comparison | None:
-    """mean(A) - mean(B) over the items (of `tasks`, pooled) every run of A and B has; None
-    when there is no such item. A run without any predictions on `tasks` is left out."""
-    rows_a = [x for r in a if (x := _items(data, r, tasks, split))]
-    rows_b = [x for r in b if (x := _items(data, r, tasks, split))]
+    """mean(A) - mean(B) over the items (of `tasks`, pooled; only those `keep` accepts)
+    every run of A and B has; None when there is no such item. A run without any such
+    predictions is left out. `tag` names the item filter in the bootstrap's seed."""
+    rows_a = [x for r in a if (x := _items(data, r, tasks, split, keep))]
+    rows_b = [x for r in b if (x := _items(data, r, tasks, split, keep))]
     if not rows_a or not rows_b:
         return None
     common = set.intersection(*(set(r) for r in rows_a + rows_b))
@@ -121,7 +139,8 @@ def paired(
     ma = np.array([[r[i] for i in order] for r in rows_a], dtype=float)
     mb = np.array([[r[i] for i in order] for r in rows_b], dtype=float)
     boot = data.cache.setdefault("bootstrap", PairedBootstrap(N_BOOT))
-    return boot.compare(ma, mb, seed=_seed(*a, "vs", *b, *tasks, split))
+    parts = (*a, "vs", *b, *tasks, split) + ((tag,) if tag else ())
+    return boot.compare(ma, mb, seed=_seed(*parts))
 
 
 def units(data: ReportData, selected: dict[Group, float | None] | None = None) -> dict:
@@ -151,8 +170,13 @@ def _kinds(data: ReportData, train_task: str) -> dict[str, tuple[str, ...]]:
     return {k: v for k, v in kinds.items() if v}
 
 
-def _full_runs(found: dict[Unit, list[str]], train_task: str) -> list[str]:
-    fulls = [(k, r) for (t, k), r in found.items() if t == train_task and k.info.reference]
+def _full_runs(found: dict[Unit, list[str]], train_task: str, replay: float) -> list[str]:
+    """Full SFT's runs on `train_task` at the same replay fraction (plain variant first)."""
+    fulls = [
+        (k, r)
+        for (t, k), r in found.items()
+        if t == train_task and k.info.reference and k.replay == replay
+    ]
     plain = [r for k, r in fulls if not k.variant]
     return plain[0] if plain else (fulls[0][1] if fulls else [])
 
@@ -164,7 +188,7 @@ def _raw_claims(data: ReportData) -> list[Claim]:
     for (task, key), runs in found.items():
         refs = {BASE: [base["run_id"]] if base else []}
         if key.info.ranked:
-            refs[FULL] = _full_runs(found, task)
+            refs[FULL] = _full_runs(found, task, key.replay)
         for ref, ref_runs in refs.items():
             for kind, tasks in _kinds(data, task).items():
                 if ref == FULL and kind == CROSS:
@@ -203,9 +227,15 @@ def _candidates(data: ReportData, task: str, found: dict[Unit, list[str]]) -> li
     return out
 
 
-def recommend(data: ReportData, task: str, found: dict[Unit, list[str]]) -> Recommendation | None:
-    """The best validation configuration for `task` and every other one compared with it."""
-    cands = _candidates(data, task, found)
+def recommend(
+    data: ReportData,
+    task: str,
+    found: dict[Unit, list[str]],
+    allowed: Callable[[MethodKey], bool] | None = None,
+) -> Recommendation | None:
+    """The best validation configuration for `task` and every other one compared with it;
+    with `allowed`, only among the configurations it accepts (the others are left out)."""
+    cands = [c for c in _candidates(data, task, found) if allowed is None or allowed(c[0].key)]
     if not cands:
         return None
     best, best_runs = max(cands, key=lambda c: c[0].val.est)  # first of ties: MethodKey order

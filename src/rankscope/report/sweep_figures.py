@@ -236,7 +236,7 @@ def alpha_series(data: ReportData) -> dict[tuple[str, str], list[Series]]:
         if not a.key.info.ranked or a.key.alpha is None or a.train_task is None:
             continue
         lr = a.key.lr if selected.get(group_of(a)) is None else None
-        line = MethodKey(a.method, a.rank, a.variant, None, lr)
+        line = MethodKey(a.method, a.rank, a.variant, None, lr, a.key.replay)
         if a.task == a.train_task and a.ci is not None:
             points[(a.train_task, "in-domain", line)].append(Point.of(a.key.alpha, a.ci))
         elif a.task == data.retention_task and a.delta_ci is not None:

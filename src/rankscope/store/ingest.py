@@ -62,8 +62,10 @@ def ingest_run(store: Store, run_dir: Path | RunDir) -> None:
         return
     spec, status = info["run"], rd.status()
     failed = status.state is RunState.FAILED
+    stopped = status.state is RunState.STOPPED
     row = {
         **{k: spec[k] for k in SPEC_FIELDS},
+        "replay": spec.get("replay", 0.0),  # run dirs from before replay have none: 0
         "model": info["config"]["model"]["name"],
         "config_hash": info["config_hash"],
         "run_dir": str(rd.path),
@@ -71,6 +73,7 @@ def ingest_run(store: Store, run_dir: Path | RunDir) -> None:
         "status": status.state.value,
         "stage": status.stage,
         "error": status.error,
+        "budget_fraction": (rd.rung() or {}).get("fraction") if stopped else None,
     }
     run_id = spec["run_id"]
     with store.transaction():

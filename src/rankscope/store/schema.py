@@ -21,8 +21,9 @@ CREATE TABLE IF NOT EXISTS runs (
   lr REAL,
   seed INTEGER,
   variant TEXT NOT NULL DEFAULT '',   -- e.g. rslora, dora, pissa
+  replay REAL NOT NULL DEFAULT 0,     -- train.replay_fraction of the run (0 = none)
   config_hash TEXT NOT NULL,
-  status TEXT NOT NULL,       -- running | interrupted | failed | done | stale (RunState)
+  status TEXT NOT NULL,       -- running | interrupted | failed | done | stale | stopped
   stage TEXT,
   error TEXT,
   log_path TEXT,
@@ -33,7 +34,8 @@ CREATE TABLE IF NOT EXISTS runs (
   peak_memory_mb REAL,
   final_train_loss REAL,
   run_dir TEXT,
-  updated_at REAL
+  updated_at REAL,
+  budget_fraction REAL        -- a run stopped by successive halving: the budget it trained
 );
 CREATE TABLE IF NOT EXISTS train_log (
   run_id TEXT NOT NULL, step INTEGER NOT NULL, loss REAL, lr REAL, epoch REAL,
@@ -78,6 +80,7 @@ RUN_FIELDS = (
     "lr",
     "seed",
     "variant",
+    "replay",
     "config_hash",
     "status",
     "stage",
@@ -91,12 +94,14 @@ RUN_FIELDS = (
     "final_train_loss",
     "run_dir",
     "updated_at",
+    "budget_fraction",
 )
 
 
-VERSION = 3
+VERSION = 5
 """PRAGMA user_version: 2 = fits in their own table (kept out of `meta`'s rows); 3 = metrics
-and predictions keyed by split (test | val)."""
+and predictions keyed by split (test | val); 4 = runs.budget_fraction (successive halving);
+5 = runs.replay (train.replay_fraction)."""
 
 _MIGRATE_FITS = """
 INSERT OR REPLACE INTO fits
@@ -116,7 +121,9 @@ def migrate(conn: sqlite3.Connection) -> None:
     Before version 2, fits were `analysis` rows of kind spectral_fit whose run_id column held
     the train task. Before version 3, metrics and predictions had no split: the two tables are
     rebuilt empty and their run-dir files marked unread, so the next ingest (every `rankscope
-    run`, or `rankscope reindex`) loads them again from the run directories.
+    run`, or `rankscope reindex`) loads them again from the run directories. Before version 4,
+    runs had no budget_fraction column (NULL: every run had its whole budget); before version
+    5 no replay column (0: no run mixed general items in before replay existed).
     """
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version >= VERSION:
@@ -132,4 +139,8 @@ def migrate(conn: sqlite3.Connection) -> None:
             if any(f"EXISTS {t} (" in stmt for t in _SPLIT_TABLES):
                 conn.execute(stmt)
         conn.execute("DELETE FROM ingested WHERE unit LIKE 'eval/%'")
+    if "budget_fraction" not in {r[1] for r in conn.execute("PRAGMA table_info(runs)")}:
+        conn.execute("ALTER TABLE runs ADD COLUMN budget_fraction REAL")
+    if "replay" not in {r[1] for r in conn.execute("PRAGMA table_info(runs)")}:
+        conn.execute("ALTER TABLE runs ADD COLUMN replay REAL NOT NULL DEFAULT 0")
     conn.execute(f"PRAGMA user_version = {VERSION}")

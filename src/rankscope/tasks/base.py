@@ -127,6 +127,10 @@ class Task:
     mmlu_domain: tuple[str, ...] = ()
     """The MMLU subjects of this task's own domain. Training on the task is in-domain for
     them, so they are left out of the retention probe of any sweep that trains on it."""
+    replay: Callable[[TaskContext], list[Item]] | None = None
+    """The general-domain training items `train.replay_fraction` mixes in when this task is
+    the retention task: questions of its kind that are in none of its test or validation
+    sets; None: it offers none (replay is then refused)."""
 
     def __post_init__(self) -> None:
         if self.mmlu_domain:

@@ -255,6 +255,14 @@ def load(split: str, ctx: TaskContext) -> list[Item]:
     return _items(ctx, "test", evaluated, data_config(ctx).shots)
 
 
+def replay(ctx: TaskContext) -> list[Item]:
+    """The general data `train.replay_fraction` mixes in when MMLU measures retention: the
+    val rows of the evaluated subjects (in no eval set: eval reads their test rows, few-shot
+    prompts their dev rows; lr is chosen on the val rows of the trained subjects only)."""
+    evaluated, _ = subjects_for(ctx, "test")
+    return _items(ctx, "val", evaluated, 0)
+
+
 TASK = Task(
     "mmlu",
     "mcq",
@@ -263,4 +271,5 @@ TASK = Task(
     "test = test rows of the evaluated subjects, train = test rows and val = val rows of "
     "data.mmlu_train_subjects",
     splits=("train", "val", "test"),
+    replay=replay,
 )

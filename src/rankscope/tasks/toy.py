@@ -104,16 +104,22 @@ def _load_mathmcq(split: str, ctx: TaskContext) -> list[Item]:
     return _disjoint(split, make)
 
 
-def _general_loader(split: str, ctx: TaskContext) -> list[Item]:
-    """`general_items_per_fact` fresh 4-option MCQs per general fact (the base model learned
-    the facts): each a new draw of phrasing, distractors and order, the repeats of a fact
-    with different prompts (a repeated prompt is drawn again)."""
+REPLAY_DRAWS_PER_FACT = 8
+"""Draws per general fact of toy-general's training stream (`_general_replay`); a change
+changes which items replay draws, so it must come with a new `identity.REPLAY_RULE`."""
+
+
+def _general_loader(split: str, ctx: TaskContext, per_fact: int | None = None) -> list[Item]:
+    """`general_items_per_fact` (or `per_fact`) fresh 4-option MCQs per general fact (the
+    base model learned the facts): each a new draw of phrasing, distractors and order, the
+    repeats of a fact with different prompts (a repeated prompt is drawn again)."""
     spec = _spec(ctx)
     world = _world(spec)
     rng = _rng(spec, "toy-general", split)
     items: list[Item] = []
     seen: set[str] = set()
-    facts = [f for _ in range(spec.general_items_per_fact) for f in world.general]
+    repeats = spec.general_items_per_fact if per_fact is None else per_fact
+    facts = [f for _ in range(repeats) for f in world.general]
     for i, fact in enumerate(facts):
         prompt, options, gold = fact_mcq(world, fact, 4, rng, alt=rng.random() < 0.5)
         for _ in range(20):
@@ -131,6 +137,16 @@ def _general_loader(split: str, ctx: TaskContext) -> list[Item]:
             )
         )
     return items
+
+
+def _general_replay(ctx: TaskContext) -> list[Item]:
+    """toy-general's training stream, the general data `train.replay_fraction` mixes in: MCQs
+    about the general facts drawn from the split 'train' (its own random stream, ids
+    `toy-general/train/<i>`), `REPLAY_DRAWS_PER_FACT` per fact. The test split asks about
+    every fact, so the sweep drops each of these whose question a test item asks
+    (`rankscope.replay`): what is left rehearses the facts in the phrasings the test does
+    not use, and the MCQ format."""
+    return _general_loader("train", ctx, REPLAY_DRAWS_PER_FACT)
 
 
 def _general_corpus(ctx: TaskContext) -> list[str]:
@@ -186,6 +202,7 @@ TOY_TASKS = {
         "(like MMLU; the retention probe)",
         splits=("test",),
         probe_texts=_general_corpus,
+        replay=_general_replay,
     ),
     "toy-med": Task(
         "toy-med",
