@@ -48,3 +48,8 @@ class Details:
 
 
 Block = Union[Heading, Para, Bullets, TableBlock, FigureBlock, Details]  # noqa: UP007
+
+
+def collapsed(title: str, table: Table) -> Details:
+    """A full table under its heading, collapsed in the HTML."""
+    return Details(f"{title} ({len(table.rows)} rows)", [Heading(title, 3), TableBlock(table)])

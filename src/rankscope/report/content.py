@@ -16,6 +16,7 @@ from rankscope.report.blocks import (
     Heading,
     Para,
     TableBlock,
+    collapsed,
 )
 from rankscope.report.data import ReportData, failed_runs
 from rankscope.report.decision import decisions
@@ -41,7 +42,7 @@ from rankscope.report.significance import (
     summary_claims,
     units,
 )
-from rankscope.report.stopped import collapsed, stopped_blocks
+from rankscope.report.stopped import stopped_blocks
 from rankscope.report.tables import report_tables
 from rankscope.stats import Comparison
 

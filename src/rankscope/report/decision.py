@@ -38,6 +38,7 @@ from rankscope.report.significance import (
     Candidate,
     Recommendation,
     Unit,
+    candidates,
     paired,
     recommend,
     units,
@@ -157,23 +158,24 @@ def _excluded(o: Option, limits: Limits) -> str:
     return "; ".join(why)
 
 
-def options(data: ReportData, task: str, limits: Limits = Limits()) -> list[Option]:
-    """Every configuration of `task` with validation scores, and the base model."""
+def options(
+    data: ReportData, task: str, limits: Limits = Limits(), found: dict | None = None
+) -> list[Option]:
+    """Every configuration of `task` with validation scores, and the base model. `found`:
+    `significance.units(data)`, when the caller has it."""
+    found = units(data) if found is None else found
     base = base_run(data.runs)
     base_ids = [base["run_id"]] if base else []
     ret = data.retention_task
-    rec = recommend(data, task, units(data))
-    if rec is None:
-        return []
-    found = {k: tuple(r) for (t, k), r in units(data).items() if t == task}
+    mine = {k: tuple(r) for (t, k), r in found.items() if t == task}
     out = []
-    for cand in [rec.best, *rec.others]:
+    for cand, _ in candidates(data, task, found):
         if cand.key.info.baseline:
             ids: tuple[str, ...] = tuple(base_ids)
             gain = cost = None
             params: int | None = 0
         else:
-            ids = found.get(cand.key, ())
+            ids = mine.get(cand.key, ())
             gain = paired(data, ids, base_ids, (task,), VAL) if base_ids else None
             cost = None
             if ret and base_ids and ret != task:
@@ -203,11 +205,12 @@ def _confirm(data: ReportData, task: str, o: Option) -> Confirmed:
 def decide(data: ReportData, task: str, limits: Limits = Limits()) -> Decision | None:
     """The options of `task`, its front and the recommendation under `limits`; None when the
     task has no validation scores."""
-    opts = options(data, task, limits)
+    found = units(data)
+    opts = options(data, task, limits, found)
     if not opts:
         return None
     admissible = {o.key for o in opts if not o.excluded}
-    rec: Recommendation | None = recommend(data, task, units(data), admissible.__contains__)
+    rec: Recommendation | None = recommend(data, task, found, admissible.__contains__)
     by_key = {o.key: o for o in opts}
     base = dict(train_task=task, options=opts, retention_task=data.retention_task, limits=limits)
     if rec is None:

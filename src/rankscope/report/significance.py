@@ -215,7 +215,7 @@ def _candidate(key: MethodKey, a: AggScore) -> Candidate:
     return Candidate(key, a.key.lr, a.ci or Interval(a.mean, None, None, a.n_seeds))
 
 
-def _candidates(data: ReportData, task: str, found: dict[Unit, list[str]]) -> list:
+def candidates(data: ReportData, task: str, found: dict[Unit, list[str]]) -> list:
     """(candidate, its runs) for every configuration with validation scores on `task`: the
     base model, and each tuned unit of `task` (its validation aggregate at the selected lr)."""
     val = [a for a in data.val_agg if a.task == task]
@@ -235,7 +235,7 @@ def recommend(
 ) -> Recommendation | None:
     """The best validation configuration for `task` and every other one compared with it;
     with `allowed`, only among the configurations it accepts (the others are left out)."""
-    cands = [c for c in _candidates(data, task, found) if allowed is None or allowed(c[0].key)]
+    cands = [c for c in candidates(data, task, found) if allowed is None or allowed(c[0].key)]
     if not cands:
         return None
     best, best_runs = max(cands, key=lambda c: c[0].val.est)  # first of ties: MethodKey order

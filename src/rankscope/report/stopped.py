@@ -4,16 +4,11 @@ runs only (`rankscope.halving`)."""
 
 from __future__ import annotations
 
-from rankscope.report.blocks import Block, Details, Heading, TableBlock
+from rankscope.report.blocks import Block, Heading, collapsed
 from rankscope.report.data import ReportData, stopped_runs
 from rankscope.report.fmt import Table, fmt_pct
 from rankscope.report.keys import MethodKey
 from rankscope.rungs import RUNG_PREFIX, primary_value
-
-
-def collapsed(title: str, table: Table) -> Details:
-    """A full table under its heading, collapsed in the HTML."""
-    return Details(f"{title} ({len(table.rows)} rows)", [Heading(title, 3), TableBlock(table)])
 
 
 def _rung_val(data: ReportData, run: dict) -> float | None:
