@@ -33,7 +33,7 @@ from contextlib import closing
 from pathlib import Path
 
 from rankscope.config import load_config
-from rankscope.halving import arm_label, arms_of, halving_state
+from rankscope.halving import arm_name, arm_of, arms_of, halving_state
 from rankscope.pipeline import run_sweep
 from rankscope.plan import config_hash, make_plan
 from rankscope.report import load_report_data
@@ -209,10 +209,12 @@ def main() -> None:
     for line in agreement(grid, halved):
         print(line)
     plan = [r for r in make_plan(halved) if r.train_task is not None]
-    promoted = [r.run_id for r in plan if SweepDir(halved.out_dir).run(r.run_id).done_hash()]
+    done = [r for r in plan if SweepDir(halved.out_dir).run(r.run_id).done_hash()]
+    promoted = [r.run_id for r in done]
     same = identical(grid, halved, promoted)
+    names = ", ".join(sorted({arm_name(arm_of(r)) for r in done}))
     print(
-        f"promoted runs ({len(promoted)}: {', '.join(sorted({arm_label(r) for r in promoted}))})"
+        f"promoted runs ({len(promoted)}: {names})"
         f": test and validation predictions identical to the exhaustive sweep's: {same}"
     )
 

@@ -13,7 +13,7 @@ resumes from its rung checkpoint, so the run that reaches the full budget is the
 run: same id, same config hash, same results (`rankscope.rungs`). A stopped run keeps its
 checkpoint, its rung scores (eval/val@<step>/) and RUNG in its run dir; the store marks it
 `stopped` with the budget fraction it reached; `rankscope status` shows it; the report's
-selection and recommendation read finished runs only, and `stopped_arms` lists the rest. A
+selection and recommendation read finished runs only, and `report.stopped` lists the rest. A
 later `search: grid` sweep in the same directory finishes the stopped runs from their
 checkpoints.
 
@@ -44,31 +44,15 @@ from typing import Any, TypeVar
 from rankscope.executors import EXECUTORS, StopSweep
 from rankscope.identity import RunSpec
 from rankscope.interrupts import interrupt_handler
+from rankscope.methods import METHODS
 from rankscope.plan import config_hash
 from rankscope.rundir import RunDir
-from rankscope.rungs import (
-    RUNG_PREFIX,
-    StoppedArm,
-    arm_label,
-    primary_value,
-    read_state,
-    rung_step,
-    stopped_arms,
-    write_state,
-)
+from rankscope.rungs import RUNG_PREFIX, primary_value, read_state, rung_step, write_state
 from rankscope.stages import Stages
 from rankscope.store import Store, ingest_run
 from rankscope.sweep import Sweep
 
-__all__ = [
-    "HalvingOutcome",
-    "StoppedArm",
-    "arm_label",
-    "arms_of",
-    "promote",
-    "search",
-    "stopped_arms",
-]
+__all__ = ["HalvingOutcome", "arm_name", "arms_of", "promote", "search"]
 
 K = TypeVar("K", bound=Hashable)
 Arm = tuple[Any, ...]
@@ -77,6 +61,14 @@ Arm = tuple[Any, ...]
 
 def arm_of(run: RunSpec) -> Arm:
     return (run.train_task, run.method, run.rank, run.alpha, run.lr, run.variant, run.replay)
+
+
+def arm_name(arm: Arm) -> str:
+    """The arm's readable name, its runs' id without train task and seed
+    (`lora-r8-a16-lr1e-3`), built by its method from the arm's fields."""
+    task, method, rank, alpha, lr, variant, replay = arm
+    spec = RunSpec("", method, task, 0, rank, alpha, lr, variant, replay)
+    return METHODS[method].arm_tag(spec)
 
 
 def arms_of(runs: list[RunSpec]) -> dict[Arm, list[str]]:
@@ -202,7 +194,7 @@ def _decide(
         promoted += [a for a in mine if a in up]
         rows = [
             {
-                "arm": arm_label(arms[a][0]),
+                "arm": arm_name(a),
                 "runs": arms[a],
                 "val": scores.get(a),
                 "promoted": a in up,

@@ -65,6 +65,12 @@ def replay_tag(fraction: float) -> str:
     return f"-rp{100 * fraction:g}" if fraction else ""
 
 
+def run_id_of(task: str | None, tag: str, seed: int) -> str:
+    """A trained run's readable id: `<train task>__<tag>__s<seed>`, the tag being its method's
+    `arm_tag` (the configuration without train task and seed)."""
+    return f"{task}__{tag}__s{seed}"
+
+
 def run_identity(run: RunSpec, cfg: SweepConfig, method_fields: Mapping[str, Any]) -> dict:
     """Everything that determines a run's results: the fields every run shares, plus what its
     method adds (`Method.hash_fields`). The key order is the historical one."""

@@ -8,14 +8,13 @@ checkpoint, scores the validation split into `eval/val@<step>/<task>.json` and w
 ({fraction, step, max_steps, val}) last. Promoting the run later resumes that checkpoint: a
 rung is a prefix of the full run, so the finished run is the grid's own (same id, hash and
 results). This module imports nothing of rankscope but the run-dir layout, so the worker,
-the driver and the report (`stopped_arms`, from the store's rows alone) all read it.
+the driver and the report (`report.stopped`, from the store's rows alone) all read it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from rankscope.rundir import SweepDir, read_text, write_atomic
@@ -62,65 +61,3 @@ def rung_target(sweep_dir: SweepDir, search: str, run_id: str) -> float | None:
     if fraction is None or fraction >= 1 or run_id not in rung.get("runs", []):
         return None
     return float(fraction)
-
-
-def arm_label(run_id: str) -> str:
-    """The arm's name: the run id without train task and seed (`lora-r8-a16-lr1e-3`)."""
-    parts = run_id.split("__")
-    return parts[1] if len(parts) == 3 else run_id
-
-
-# ------------------------------------------------------------------ for the report
-@dataclass(frozen=True)
-class StoppedArm:
-    """An arm successive halving stopped: its runs (seeds) and the budget they reached."""
-
-    train_task: str
-    arm: str
-    run_ids: tuple[str, ...]
-    budget_fraction: float | None
-    val: float | None = None
-    """Mean over seeds of the primary validation score on the train task at that rung."""
-
-
-def stopped_arms(
-    runs: list[dict[str, Any]], metrics: list[dict[str, Any]] | None = None
-) -> list[StoppedArm]:
-    """What the report lists about stopped arms, from the store's rows alone (`Store.runs()`,
-    and optionally `Store.metrics()` for the rung's validation score): one entry per arm with
-    status `stopped`, by train task then arm. Their results are never in the selection or the
-    recommendation (those read `done` runs only)."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in runs:
-        if r.get("status") == "stopped":
-            cols = ("train_task", "method", "rank", "alpha", "lr", "variant")
-            key = (*(r[c] for c in cols), r.get("replay") or 0.0)
-            groups.setdefault(key, []).append(r)
-    out = []
-    for key, rows in groups.items():
-        ids = tuple(sorted(r["run_id"] for r in rows))
-        fractions = {r.get("budget_fraction") for r in rows}
-        fraction = fractions.pop() if len(fractions) == 1 else None
-        out.append(
-            StoppedArm(key[0], arm_label(ids[0]), ids, fraction, _rung_val(metrics, ids, key[0]))
-        )
-    return sorted(out, key=lambda a: (a.train_task, a.arm))
-
-
-def _rung_val(metrics: list[dict[str, Any]] | None, ids: tuple[str, ...], task: str) -> Any:
-    """Mean over the runs of their last rung's primary validation score on `task`."""
-    if not metrics:
-        return None
-    last: dict[str, tuple[int, dict[str, Any]]] = {}
-    for m in metrics:
-        split = m.get("split") or ""
-        if m["run_id"] in ids and m["task"] == task and split.startswith(RUNG_PREFIX):
-            step = int(split[len(RUNG_PREFIX) :])
-            if m["run_id"] not in last or step > last[m["run_id"]][0]:
-                last[m["run_id"]] = (step, {})
-            if step == last[m["run_id"]][0]:
-                last[m["run_id"]][1][m["metric"]] = (m["value"], m.get("stderr"), m.get("n"))
-    vals = [primary_value(v) for _, v in last.values()]
-    if len(vals) != len(ids) or any(v is None for v in vals):
-        return None
-    return sum(vals) / len(vals)  # type: ignore[arg-type]

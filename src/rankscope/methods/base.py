@@ -132,6 +132,11 @@ class Method:
         return iter(())
 
     # ---------------------------------------------------------------- report
+    def arm_tag(self, run: RunSpec) -> str:
+        """The run id's middle part, from the run's typed fields: its configuration without
+        train task and seed (`lora-r8-a16-lr1e-3`); what successive halving calls an arm."""
+        return self.name
+
     def _name(self, name: str, rank: int | None, variant: str) -> str:
         r = f" r={rank}" if self.ranked else ""
         return name + r + (f" ({variant})" if variant else "")

@@ -6,11 +6,12 @@ The paper's reference point for LoRA: one run per train task, seed and `methods.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from rankscope.config import ModelConfig, SweepConfig
-from rankscope.identity import RunSpec, fmt_lr, replay_tag
+from rankscope.identity import RunSpec, fmt_lr, replay_tag, run_id_of
 from rankscope.methods.base import DeltaW, Method
 from rankscope.models import from_pretrained_kwargs
 
@@ -27,18 +28,15 @@ class FullMethod(Method):
 
     def expand(self, cfg: SweepConfig, task: str | None, seed: int) -> list[RunSpec]:
         """One run per lr x replay fraction: `<task>__full-lr<lr>[-rp<%>]__s<seed>`."""
-        return [
-            RunSpec(
-                f"{task}__{self.name}-lr{fmt_lr(lr)}{replay_tag(f)}__s{seed}",
-                self.name,
-                task,
-                seed,
-                lr=lr,
-                replay=f,
-            )
-            for lr in cfg.methods.full.lrs
-            for f in cfg.train.replay_fractions
-        ]
+        runs = []
+        for lr in cfg.methods.full.lrs:
+            for f in cfg.train.replay_fractions:
+                spec = RunSpec("", self.name, task, seed, lr=lr, replay=f)
+                runs.append(replace(spec, run_id=run_id_of(task, self.arm_tag(spec), seed)))
+        return runs
+
+    def arm_tag(self, run: RunSpec) -> str:
+        return f"{self.name}-lr{fmt_lr(run.lr or 0.0)}{replay_tag(run.replay)}"
 
     def prepare(self, model: Any, run: RunSpec, cfg: SweepConfig) -> Any:
         for p in model.parameters():

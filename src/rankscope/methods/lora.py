@@ -21,13 +21,13 @@ import tempfile
 import warnings
 import weakref
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from rankscope.config import ModelConfig, SweepConfig
 from rankscope.config.sections import variant_options
-from rankscope.identity import RunSpec, fmt_lr, replay_tag
+from rankscope.identity import RunSpec, fmt_lr, replay_tag, run_id_of
 from rankscope.methods.base import DeltaW, Method
 from rankscope.targets import check_targets, lora_param_count, resolve_targets
 
@@ -68,10 +68,16 @@ class LoraMethod(Method):
                 alphas = dict.fromkeys(lc.alpha_for(r, rule) for rule in lc.alphas)
                 for a in alphas:  # two rules giving this rank one alpha: one run
                     for lr, f in itertools.product(lc.lrs, cfg.train.replay_fractions):
-                        tag = f"{name}-r{r}-a{_fmt(a)}-lr{fmt_lr(lr)}{replay_tag(f)}"
-                        run_id = f"{task}__{tag}__s{seed}"
-                        runs.append(RunSpec(run_id, self.name, task, seed, r, a, lr, variant, f))
+                        spec = RunSpec("", self.name, task, seed, r, a, lr, variant, f)
+                        run_id = run_id_of(task, self.arm_tag(spec), seed)
+                        runs.append(replace(spec, run_id=run_id))
         return runs
+
+    def arm_tag(self, run: RunSpec) -> str:
+        """`<variant>-r<r>-a<alpha>-lr<lr>[-rp<%>]`, the variant 'lora' for plain LoRA."""
+        lr = fmt_lr(run.lr or 0.0)
+        alpha = _fmt(run.alpha or 0.0)
+        return f"{run.variant or 'lora'}-r{run.rank}-a{alpha}-lr{lr}{replay_tag(run.replay)}"
 
     def hash_fields(self, cfg: SweepConfig) -> dict[str, Any]:
         options = asdict(cfg.methods.lora)
