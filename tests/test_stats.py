@@ -4,6 +4,7 @@ textbook tables, the normal approximation and a naive loop bootstrap."""
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from rankscope.stats import (
     mcnemar_exact,
     mean_ci,
     paired_bootstrap,
+    seed_t,
 )
 
 # --- mean_ci / item_se ---------------------------------------------------------------------
@@ -105,12 +107,15 @@ def test_mcnemar_rejects_bad_input():
         mcnemar_exact([0, 0.5], [0, 1])
 
 
-def test_mcnemar_matches_statsmodels():
-    sm = pytest.importorskip("statsmodels.stats.contingency_tables")
-    for n01, n10 in [(2, 8), (13, 27), (5, 5), (0, 9)]:
+def test_mcnemar_matches_the_exact_binomial_sum():
+    # the exact two-sided McNemar p, summed by hand over Bin(n01 + n10, 1/2): twice the
+    # smaller tail, at most 1 (independent of scipy's binomtest that the code calls)
+    for n01, n10 in [(2, 8), (13, 27), (5, 5), (0, 9), (30, 1)]:
+        n, k = n01 + n10, min(n01, n10)
+        ref = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
         a, b = _table(10, n01, n10, 10)
-        ref = sm.mcnemar([[10, n01], [n10, 10]], exact=True).pvalue
-        assert mcnemar_exact(a, b) == pytest.approx(ref, rel=1e-9)
+        assert mcnemar_exact(a, b) == pytest.approx(ref, rel=1e-12)
+        assert mcnemar_exact(b, a) == pytest.approx(ref, rel=1e-12)  # symmetric
 
 
 # --- holm ----------------------------------------------------------------------------------
@@ -248,15 +253,89 @@ def test_compare_one_seed_each_uses_mcnemar():
     assert (c.n_items, c.n_seeds_a, c.n_seeds_b, c.p_adj) == (60, 1, 1, None)
 
 
-def test_compare_several_seeds_uses_bootstrap():
+def test_compare_several_seeds_uses_the_seed_t_test():
     rng = np.random.default_rng(2)
     a, b = rng.integers(0, 2, (2, 100)), rng.integers(0, 2, 100)
     c = compare(a, b, n_boot=2000, seed=4)
-    diff, lo, hi, p = paired_bootstrap(a, b, n_boot=2000, seed=4)
-    assert c.test == "bootstrap"
+    diff, lo, hi, p, _ = seed_t(a, b[None, :])
+    assert c.test == "seed-t"
     assert (c.diff, c.lo, c.hi, c.p) == (diff, lo, hi, p)
     assert (c.n_items, c.n_seeds_a, c.n_seeds_b) == (100, 2, 1)
-    assert compare(b, a, n_boot=500).test == "bootstrap"
+    assert compare(b, a, n_boot=500).test == "seed-t"
+
+
+# --- seed_t --------------------------------------------------------------------------------
+
+
+def _t_p(diff: float, var: float, df: float) -> float:
+    return 2 * st.t.sf(abs(diff) / math.sqrt(var), df)
+
+
+def test_seed_t_hand_computed_one_multi_seed_side():
+    a = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=float)  # seeds .25 .5 .75
+    b = np.array([[0, 1, 0, 0]], dtype=float)  # one run, .25
+    v_seed = statistics.variance([0.25, 0.5, 0.75]) / 3  # one-sample t of the seeds, 2 df
+    delta = [1 - 0, 2 / 3 - 1, 1 / 3 - 0, 0 - 0]  # seed-averaged A minus B, per item
+    v_item = statistics.variance(delta) / 4  # paired t over items, 3 df
+    diff, lo, hi, p, df = seed_t(a, b)
+    assert diff == pytest.approx(0.25) and df == 2
+    assert p == pytest.approx(max(_t_p(0.25, v_seed, 2), _t_p(0.25, v_item, 3)))
+    half = max(st.t.ppf(0.975, 2) * math.sqrt(v_seed), st.t.ppf(0.975, 3) * math.sqrt(v_item))
+    assert (lo, hi) == pytest.approx((0.25 - half, 0.25 + half))
+
+
+def test_seed_t_hand_computed_two_multi_seed_sides_welch_df():
+    a = np.array([[1, 1, 0, 0, 1], [1, 0, 0, 0, 1], [1, 1, 1, 0, 1]], dtype=float)
+    b = np.array([[0, 1, 0, 0, 0], [0, 0, 0, 1, 1]], dtype=float)
+    va = statistics.variance([0.6, 0.4, 0.8]) / 3
+    vb = statistics.variance([0.2, 0.4]) / 2
+    df_ref = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 1)  # Welch-Satterthwaite over the seeds
+    v_item = statistics.variance(list(a.mean(axis=0) - b.mean(axis=0))) / 5
+    diff, lo, hi, p, df = seed_t(a, b)
+    assert diff == pytest.approx(0.3) and df == pytest.approx(df_ref)
+    assert p == pytest.approx(max(_t_p(0.3, va + vb, df_ref), _t_p(0.3, v_item, 4)))
+    assert (lo < 0) == (p > 0.05)  # the interval and the p agree
+
+
+def test_seed_t_steady_seeds_large_gain_is_significant():
+    """Seeds that agree and a gain far beyond the items' noise: the item test decides (a
+    pooled test with the seeds' 2 df would not call even this significant)."""
+    rng = np.random.default_rng(0)
+    ease = rng.random(300)
+    base = (ease < 0.4).astype(float)[None, :]
+    tuned = np.array([(ease < 0.75) ^ (rng.random(300) < 0.03) for _ in range(3)], float)
+    diff, lo, hi, p, _ = seed_t(tuned, base)
+    assert diff > 0.3 and lo > 0.2 and p < 1e-3
+
+
+def test_seed_t_refuses_one_seed_each_and_handles_no_spread():
+    with pytest.raises(ValueError, match="several seeds"):
+        seed_t(np.ones((1, 5)), np.zeros((1, 5)))
+    same = np.tile([1.0, 0.0, 1.0], (3, 1))
+    assert seed_t(same, same)[3] == 1.0  # nothing differs: p = 1, interval a point
+
+
+def _null_rates(k: int, sims: int = 300, n: int = 700, seed_sd: float = 0.1):
+    """Share of no-difference comparisons called significant at 5 %: k seeds of a tuned
+    model (a seed effect of sd `seed_sd` around the base model's item probabilities)
+    against one deterministic base run, by seed_t and by the hierarchical bootstrap."""
+    rng = np.random.default_rng(2026)
+    t_hits = boot_hits = 0
+    for s in range(sims):
+        ease = rng.uniform(0.2, 0.8, n)
+        base = (rng.random(n) < ease).astype(float)[None, :]
+        shift = rng.normal(0, seed_sd, k)[:, None]
+        tuned = (rng.random((k, n)) < np.clip(ease + shift, 0, 1)).astype(float)
+        t_hits += seed_t(tuned, base)[3] < 0.05
+        boot_hits += paired_bootstrap(tuned, base, n_boot=1000, seed=s)[3] < 0.05
+    return t_hits / sims, boot_hits / sims
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_seed_t_holds_its_level_where_the_seed_bootstrap_did_not(k):
+    t_rate, boot_rate = _null_rates(k)
+    assert t_rate <= 0.065 + 0.025  # its simulated worst case, plus ~2 binomial SEs
+    assert boot_rate > 0.10  # the first design's bootstrap: 2-3x the nominal rate
 
 
 def _cmp(p: float) -> Comparison:

@@ -111,6 +111,36 @@ def test_recommendation_without_limits_is_the_reports_validation_choice(data) ->
     assert d.confirmed.in_domain.diff == pytest.approx(50 / N)  # test split, in-domain
 
 
+def test_the_cheapest_equivalents_cost_is_confirmed_on_the_other_half(data) -> None:
+    d = decide(data, "tA")
+    assert d.cheapest.key == R8 and d.cheapest_confirmed is not None
+    assert d.cheapest_confirmed.retention.diff == pytest.approx(_half_cost(4, confirm_half))
+    line = decision_line(d)
+    confirmed = 100 * _half_cost(4, confirm_half)
+    assert f"{100 * _half_cost(4, selection_half):+.1f} pp on the selection half" in line
+    assert f"{confirmed:+.1f} pp [" in line and "on the confirmation half" in line
+
+
+def test_an_option_without_shared_items_is_never_read_as_costing_nothing(tmp_path) -> None:
+    """r=8 has no retention predictions: it must not count as forgetting 0 pp (and so win
+    any retention limit and 'cheapest'); it is left out of the front and never admissible."""
+    same = {"tA": BASE_VEC, "tR": BASE_VEC}
+    runs = [
+        Run("base", "base", test=same, val={"tA": BASE_VEC}),
+        Run("full", "full", "tA", lr=1e-5, val={"tA": flip(BASE_VEC, up=60)},
+            test={**same, "tR": _forget(10)}),
+        Run("r8", "lora", "tA", rank=8, alpha=16.0, lr=1e-4, val={"tA": flip(BASE_VEC, up=59)},
+            test={"tA": BASE_VEC}),
+    ]  # fmt: skip
+    path = tmp_path / "results.sqlite"
+    write_store(path, runs, ["tA"], ["tA", "tR"], "tR")
+    d = decide(load_report_data(path), "tA", Limits(max_retention_loss=50.0))
+    r8 = next(o for o in d.options if o.key == R8)
+    assert r8.cost is None and r8.unmeasured == "no tR items shared with the base model"
+    assert r8.excluded == r8.unmeasured and not r8.on_front
+    assert d.best.key == FULL and d.cheapest.key == FULL
+
+
 def test_limits_exclude_and_move_the_recommendation(data) -> None:
     d = decide(data, "tA", Limits(max_retention_loss=10.0))
     by = {o.key: o for o in d.options}

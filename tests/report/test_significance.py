@@ -173,10 +173,10 @@ def seeded(tmp_path_factory):
     return load_report_data(path)
 
 
-def test_seeded_claims_use_the_bootstrap_over_seeds_and_items(seeded) -> None:
+def test_seeded_claims_use_the_t_test_over_seeds_and_items(seeded) -> None:
     claims = _claims(seeded)
     gain = claims[(LORA, BASE, IN)].comparison
-    assert gain.test == "bootstrap" and (gain.n_seeds_a, gain.n_seeds_b) == (3, 1)
+    assert gain.test == "seed-t" and (gain.n_seeds_a, gain.n_seeds_b) == (3, 1)
     assert gain.significant and 0 < gain.lo < gain.diff < gain.hi
     for kind in (CROSS, RETENTION):
         null = claims[(LORA, BASE, kind)].comparison
@@ -254,25 +254,45 @@ def test_batched_bootstrap_agrees_with_stats_compare() -> None:
     b = np.array([noisy(rng, latent, 0.5, 0.1) for _ in range(2)], dtype=float)
     boot = PairedBootstrap(n_boot=4000)
     mine, ref = boot.compare(a, b, seed=1), compare(a, b, n_boot=4000, seed=1)
-    assert mine.diff == pytest.approx(ref.diff) and mine.test == ref.test == "bootstrap"
+    assert mine == ref and mine.test == "seed-t"  # several seeds: the same closed form
     assert (mine.n_items, mine.n_seeds_a, mine.n_seeds_b) == (400, 3, 2)
+    mine, ref = boot.compare(a[:1], b[:1], seed=1), compare(a[0], b[0], n_boot=4000, seed=1)
+    assert mine.diff == pytest.approx(ref.diff) and mine.test == ref.test == "mcnemar"
     assert mine.lo == pytest.approx(ref.lo, abs=0.006) and mine.hi == pytest.approx(
         ref.hi, abs=0.006
     )
-    assert mine.p == pytest.approx(ref.p, abs=0.03)
+    assert mine.p == ref.p
     one = boot.compare(a[:1], b[:1], seed=2)
     assert one.test == "mcnemar" and one.p == pytest.approx(compare(a[:1], b[:1]).p)
-    assert boot.compare(a, b, seed=1) == mine  # deterministic
+    assert boot.compare(a[:1], b[:1], seed=1) == mine  # deterministic for a seed
 
 
 def test_p_below_the_bootstrap_resolution_comes_from_the_normal_tail() -> None:
-    """With ~100 comparisons Holm needs p far below 1/(n_boot+1); a clear difference gets
-    it from the normal tail of the replicates instead of the floor."""
+    """With ~100 comparisons Holm needs p far below 1/(n_boot+1); a clear difference of one
+    run against one on graded scores gets it from the normal tail of the replicates instead
+    of the floor: its z is the paired difference over its item standard error."""
     from rankscope.report.significance import PairedBootstrap
+
+    rng = np.random.default_rng(4)
+    latent = rng.random(600)
+    a = np.clip(latent + 0.3 + rng.normal(0, 0.2, 600), 0, 1)[None, :]
+    b = np.clip(latent + rng.normal(0, 0.2, 600), 0, 1)[None, :]
+    c = PairedBootstrap(n_boot=2000).compare(a, b, seed=0)
+    d = (a - b)[0]
+    z_ref = abs(d.mean()) / (d.std(ddof=0) / np.sqrt(d.size))  # the paired item SE
+    assert c.test == "bootstrap" and c.lo > 0 and 0 < c.p < 1e-6 < 1 / 2001
+    assert st.norm.isf(c.p / 2) == pytest.approx(z_ref, rel=0.05)
+
+
+def test_several_seeds_are_compared_by_the_seed_t_test() -> None:
+    from rankscope.report.significance import PairedBootstrap
+    from rankscope.stats import seed_t
 
     rng = np.random.default_rng(4)
     latent = rng.random(600)
     a = np.array([noisy(rng, latent, 0.7, 0.05) for _ in range(3)], dtype=float)
     b = np.array([noisy(rng, latent, 0.4, 0.05) for _ in range(3)], dtype=float)
     c = PairedBootstrap(n_boot=2000).compare(a, b, seed=0)
-    assert c.lo > 0 and c.p < 1e-6 < 1 / 2001
+    diff, lo, hi, p, _ = seed_t(a, b)
+    assert (c.test, c.diff, c.lo, c.hi, c.p) == ("seed-t", diff, lo, hi, p)
+    assert c.lo > 0 and c.p < 0.01

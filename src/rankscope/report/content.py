@@ -257,10 +257,12 @@ def significance_blocks(data: ReportData) -> list[Block]:
 
 
 TESTS = (
-    "Each difference is a paired test on the same eval items (aligned by item id): a "
-    f"hierarchical bootstrap over seeds and items ({N_BOOT} replicates; p below ~0.01 from "
-    "the normal approximation of its replicates), or the exact McNemar test for one seed "
-    "against one seed. Cross-domain pools the items of every eval task "
+    "Each difference is a paired test on the same eval items (aligned by item id): with "
+    "several seeds a t test whose variance adds the seed-to-seed spread of the per-seed "
+    "means to the items' sampling variance, with the seeds' degrees of freedom (2 for 3 "
+    "seeds: it takes a large, steady difference to be significant); one seed against one, "
+    f"the exact McNemar test and a bootstrap interval over items ({N_BOOT} replicates). "
+    "Cross-domain pools the items of every eval task "
     "that is neither the train task nor the retention task. The p-values are Holm-corrected "
     "over all the comparisons below together; a difference is called one only when the "
     f'corrected p < 0.05, otherwise the cell says "{NO_DIFF}". The intervals in brackets '

@@ -13,8 +13,8 @@ seeds together) is an :class:`Option` with
   so the figure reported for it is not the one it was chosen on;
 * its trainable parameters.
 
-Both differences are paired tests (`report.significance.paired`: hierarchical bootstrap over
-seeds and items, exact McNemar for one seed against one), with 95% intervals.
+Both differences are paired tests (`report.significance.paired`: the two-level t over seeds
+and items of `stats.seed_t`, exact McNemar for one seed against one), with 95% intervals.
 
 The **front** holds the options no other option beats on both gain and cost (point
 estimates; ties kept). The **recommendation** (:func:`decide`) is the option with the best
@@ -86,6 +86,10 @@ class Option:
     on_front: bool = False
     excluded: str = ""
     """Why the limits exclude it ('' when admissible)."""
+    unmeasured: str = ""
+    """What could not be measured against the base model (no shared validation or retention
+    items): such an option is never admissible, on the front or drawn, rather than read as
+    gaining or costing 0."""
 
     @property
     def baseline(self) -> bool:
@@ -125,6 +129,8 @@ class Decision:
     cheapest: Option | None = None
     """Among best and equivalent: lowest retention cost, then fewest parameters."""
     confirmed: Confirmed | None = None
+    cheapest_confirmed: Confirmed | None = None
+    """The cheapest equivalent (when it is not `best`) on the items it was not chosen on."""
     retention_task: str | None = None
     limits: Limits = field(default_factory=Limits)
     vs_best: dict[Unit, Comparison] = field(default_factory=dict)
@@ -146,11 +152,16 @@ def _front(options: list[Option]) -> set[int]:
         no_worse = a.gain_pp >= b.gain_pp and a.cost_pp <= b.cost_pp
         return no_worse and (a.gain_pp > b.gain_pp or a.cost_pp < b.cost_pp)
 
-    return {i for i, o in enumerate(options) if not any(beats(p, o) for p in options)}
+    measured = [o for o in options if not o.unmeasured]
+    return {
+        i
+        for i, o in enumerate(options)
+        if not o.unmeasured and not any(beats(p, o) for p in measured)
+    }
 
 
 def _excluded(o: Option, limits: Limits) -> str:
-    why = []
+    why = [o.unmeasured] if o.unmeasured else []
     if limits.max_retention_loss is not None and o.cost_pp > limits.max_retention_loss:
         why.append(f"retention cost {o.cost_pp:+.2f} pp > {limits.max_retention_loss:g} pp")
     if limits.max_params is not None and (o.params or 0) > limits.max_params:
@@ -181,12 +192,22 @@ def options(
             if ret and base_ids and ret != task:
                 cost = paired(data, base_ids, ids, (ret,), TEST, selection_half, "select")
             params = _params(data, ids)
-        out.append(Option(task, cand.key, cand.lr, ids, cand, gain, cost, params))
+        option = Option(task, cand.key, cand.lr, ids, cand, gain, cost, params)
+        out.append(replace(option, unmeasured=_unmeasured(option, bool(base_ids), ret)))
     out.sort(key=lambda o: o.key.sort_key)
     front = _front(out)
     return [
         replace(o, on_front=i in front, excluded=_excluded(o, limits)) for i, o in enumerate(out)
     ]
+
+
+def _unmeasured(o: Option, has_base: bool, ret: str | None) -> str:
+    if o.baseline or not has_base:
+        return ""
+    missing = [] if o.gain is not None else ["no validation items shared with the base model"]
+    if o.cost is None and ret and ret != o.train_task:
+        missing.append(f"no {ret} items shared with the base model")
+    return "; ".join(missing)
 
 
 # ------------------------------------------------------------------ the decision
@@ -226,6 +247,7 @@ def decide(data: ReportData, task: str, limits: Limits = Limits()) -> Decision |
         worse=worse,
         cheapest=cheapest,
         confirmed=_confirm(data, task, best),
+        cheapest_confirmed=None if cheapest is best else _confirm(data, task, cheapest),
         vs_best=vs_best,
         **base,  # type: ignore[arg-type]
     )
@@ -269,6 +291,7 @@ def _option(o: Option) -> dict:
         "trainable_params": o.params,
         "on_front": o.on_front,
         "excluded": o.excluded or None,
+        "unmeasured": o.unmeasured or None,
     }
 
 
@@ -285,11 +308,16 @@ def to_dict(d: Decision) -> dict:
         "recommended": pick,
         "equivalent": [d.options.index(o) for o in d.equivalent],
         "cheapest_equivalent": None if d.cheapest is None else d.options.index(d.cheapest),
-        "confirmed": None
-        if d.confirmed is None
-        else {
-            "in_domain_test": _comparison(d.confirmed.in_domain),
-            "retention_cost_confirmation_half": _comparison(d.confirmed.retention),
-        },
+        "confirmed": _confirmed(d.confirmed),
+        "cheapest_confirmed": _confirmed(d.cheapest_confirmed),
         "options": [_option(o) for o in d.options],
+    }
+
+
+def _confirmed(c: Confirmed | None) -> dict | None:
+    if c is None:
+        return None
+    return {
+        "in_domain_test": _comparison(c.in_domain),
+        "retention_cost_confirmation_half": _comparison(c.retention),
     }

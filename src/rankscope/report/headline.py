@@ -24,10 +24,12 @@ HOW = (
     "same items); retention cost is the base model's retention score minus the "
     "configuration's, on a fixed half of the retention items (the retention task has no "
     "validation split; the other half confirms the chosen configuration's cost). Both are "
-    "means over seeds with 95% intervals (hierarchical paired bootstrap). The recommendation "
+    "means over seeds with 95% intervals (paired t over seeds and items). The recommendation "
     "is the best validation score among the admissible configurations; those whose paired "
     "validation difference from it is not significant (Holm-corrected) are equivalent, and "
-    "the cheapest equivalent is the one of them with the lowest retention cost."
+    "the cheapest equivalent is the one of them with the lowest retention cost, confirmed on "
+    "the other half. A retention limit applies to the mean cost (its interval is beside "
+    "it), and a configuration without shared items to measure it on is never admissible."
 )
 
 
@@ -78,16 +80,23 @@ def decision_line(d: Decision) -> str:
     if d.equivalent:
         text += " Equivalent: " + "; ".join(option_name(o) for o in d.equivalent) + "."
         if d.cheapest is not None and d.cheapest is not b:
-            text += (
-                f" Cheapest equivalent: **{option_name(d.cheapest)}** (retention cost "
-                f"{d.cheapest.cost_pp:+.1f} pp, {fmt_int(d.cheapest.params)} trainable "
-                "parameters)."
-            )
+            text += f" Cheapest equivalent: **{option_name(d.cheapest)}** ({_cheapest(d)})."
         if d.worse:
             text += " Significantly worse: " + "; ".join(option_name(o) for o in d.worse) + "."
     elif d.worse:
         text += " Every other admissible configuration is significantly worse on validation."
     return text
+
+
+def _cheapest(d: Decision) -> str:
+    """The cheapest equivalent's retention cost where it was chosen (selection half) and on
+    the items it was not chosen on (confirmation half), and its size."""
+    o, c = d.cheapest, d.cheapest_confirmed
+    assert o is not None
+    text = f"retention cost {o.cost_pp:+.1f} pp on the selection half"
+    if c is not None and c.retention is not None:
+        text += f", {pp_ci(c.retention)} on the confirmation half"
+    return text + f"; {fmt_int(o.params)} trainable parameters"
 
 
 def excluded_line(d: Decision) -> str | None:
@@ -138,12 +147,17 @@ def options_table(d: Decision) -> Table:
                 "yes" if o.on_front else "",
                 str(o.val.val.n),
                 fmt_ci_pct(o.val.val),
-                "0" if o.gain is None else pp_ci(o.gain, ""),
-                "0" if o.cost is None else pp_ci(o.cost, ""),
+                _nothing(o) if o.gain is None else pp_ci(o.gain, ""),
+                _nothing(o) if o.cost is None else pp_ci(o.cost, ""),
                 fmt_int(o.params),
             ]
         )
     return t
+
+
+def _nothing(o: Option) -> str:
+    """A missing difference: 0 for the base model itself, not measured for the others."""
+    return "0" if o.baseline else "–"
 
 
 def pp_ci(c: Comparison, unit: str = " pp") -> str:
@@ -156,7 +170,7 @@ def pp_ci(c: Comparison, unit: str = " pp") -> str:
 def fig_tradeoff(data: ReportData, limits: Limits = Limits()) -> Figure | None:
     """In-domain gain (validation, pp) against retention cost (pp, selection half of the
     retention items) per configuration at its selected lr: means over seeds with 95% paired
-    bootstrap intervals as crosses, the Pareto front as a line, the recommendation as a
+    intervals as crosses, the Pareto front as a line, the recommendation as a
     large ring and the cheapest equivalent as a square; configurations outside the limits
     are grey."""
     ds = [d for d in decisions(data, limits) if len(d.options) > 1]
@@ -165,7 +179,7 @@ def fig_tradeoff(data: ReportData, limits: Limits = Limits()) -> Figure | None:
     fig, axes = new_figure(len(ds), w=5.0, h=3.2)
     colors = method_colors(o.key for d in ds for o in d.options)
     for ax, d in zip(axes, ds, strict=True):
-        for o in d.options:
+        for o in (o for o in d.options if not o.unmeasured):
             _draw_option(ax, o, "0.7" if o.excluded else colors[o.key])
         _draw_decision(ax, d, limits)
         ax.set_title(f"trained on {d.train_task}")

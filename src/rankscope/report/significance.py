@@ -4,8 +4,11 @@ The fine-tuning seed alone can move a score by tens of points, so the summary ne
 difference off two point estimates. Every difference it states is a paired test
 (`rankscope.stats.compare`) on per-item correctness of the same eval items: the runs' items
 are aligned by item id and only items every compared run has are kept. With several seeds
-the interval and p come from the hierarchical paired bootstrap (seeds and items resampled);
-one seed against one seed uses the exact McNemar p.
+the interval and p come from the two-level t test of `stats.seed_t` (seed-to-seed spread of
+the per-seed means plus the items' sampling variance, the seeds' degrees of freedom; the
+hierarchical bootstrap of the first design called 2-3x too many null differences
+significant with 3 seeds); one seed against one uses the exact McNemar p with a bootstrap
+interval over items.
 
 Claims (`summary_claims`), each configuration at its lr selected on validation
 (`report.selection`) and per train task:
@@ -19,11 +22,11 @@ Claims (`summary_claims`), each configuration at its lr selected on validation
 Holm's correction runs over all of them together: the summary is one family of claims.
 
 Cost and resolution. A full sweep's summary makes ~100 comparisons on a few hundred to a few
-thousand items: `stats.PairedBootstrap` computes them with the item resampling shared per
-item count (over 10 s with `stats.compare` each, ~2 s shared), and takes p from the normal
-tail of the replicates where the bootstrap's 1/(n_boot+1) floor would otherwise, after
-Holm's multiplication by ~100, make no difference significant. The intervals are the
-per-comparison 95% percentile intervals, not corrected for multiplicity.
+thousand items: `stats.PairedBootstrap` computes the one-seed ones with the item resampling
+shared per item count, and takes p from the normal tail of the replicates where the
+bootstrap's 1/(n_boot+1) floor would otherwise, after Holm's multiplication by ~100, make no
+difference significant; the several-seed ones are closed-form. The intervals are
+per-comparison 95% intervals, not corrected for multiplicity.
 
 The recommendation (`recommendations`) is made on the *validation* items only: per train
 task the configuration with the best mean validation score, and every other one compared
