@@ -123,10 +123,17 @@ def test_cross_section_rules_sit_on_the_sweep():
     SweepConfig(tasks=mmlu, data=DataConfig(mmlu_train_subjects=["anatomy"]))
 
 
-def test_a_section_error_from_a_file_names_the_file_then_the_field():
+def test_a_section_error_from_a_file_names_the_file_then_the_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epochs: 0\n")
     with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}: train.epochs: must be > 0, got 0.0"
+    with pytest.raises(ConfigError) as err:  # the same mistake made by --set names the --set
         load_config(None, ["train.epochs=0"])
-    assert str(err.value) == f"{DEFAULT_CONFIG}: train.epochs: must be > 0, got 0.0"
+    assert str(err.value).startswith("--set train.epochs") and str(DEFAULT_CONFIG) not in str(
+        err.value
+    )
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape  # messages quote configs and commands: `ranks=[8]` is no tag
 from rich.table import Table
 
-from rankscope.errors import RankscopeError, RunFailed
+from rankscope import cli_checks as checks
+from rankscope import cli_plan as plan_cli
+from rankscope.errors import ConfigError, RankscopeError, RunFailed
 from rankscope.probe_cli import probe_command
 from rankscope.rundir import STORE_NAME, SweepDir
 
@@ -23,7 +26,7 @@ app = typer.Typer(
 world_app = typer.Typer(no_args_is_help=True, help="The embedded toy world.")
 app.add_typer(world_app, name="world")
 console = Console(stderr=True)
-_state = {"debug": False}
+_state: dict = {"debug": False, "store": None}
 
 ConfigArg = Annotated[
     Path | None, typer.Argument(help="Sweep config YAML (default: the embedded toy sweep).")
@@ -43,13 +46,22 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks."
     _state["debug"] = debug
 
 
+def _overrides(sets: list[str] | None, output_dir: Path | None) -> list[str]:
+    """The `--set`s, with `-o DIR` as the `output_dir` key it sets."""
+    return [*(sets or []), *([f"output_dir={output_dir}"] if output_dir is not None else [])]
+
+
 def _load(config: Path | None, sets: list[str] | None, output_dir: Path | None):
     from rankscope.config import load_config
 
-    overrides = list(sets or [])
-    if output_dir is not None:
-        overrides.append(f"output_dir={output_dir}")
-    return load_config(config, overrides)
+    return load_config(config, _overrides(sets, output_dir))
+
+
+def _sourced(e: ConfigError, config: Path | None, sets, output_dir) -> ConfigError:
+    """A config field's error raised after loading, with the file or `--set` that gave it."""
+    from rankscope.config import sourced
+
+    return sourced(e, config, _overrides(sets, output_dir))
 
 
 @app.command()
@@ -65,9 +77,14 @@ def run(
     from rankscope.progress import stages_for
 
     cfg = _load(config, set_, output_dir)
+    checks.writable_dir(cfg.out_dir, "output directory")  # before any run is trained
+    checks.report_targets(cfg.out_dir)
     console.print(f"[bold]rankscope[/bold] sweep [cyan]{cfg.name}[/cyan] -> {cfg.out_dir}")
-    with stages_for(console) as stages:
-        outcome = run_sweep(cfg, force=force, fail_fast=fail_fast, stages=stages)
+    try:
+        with stages_for(console) as stages:
+            outcome = run_sweep(cfg, force=force, fail_fast=fail_fast, stages=stages)
+    except ConfigError as e:  # `methods.lora.ranks: rank 512 exceeds ...`: which file / --set
+        raise _sourced(e, config, set_, output_dir) from None
     console.print(
         f"{len(outcome.done)} run(s) done now, {len(outcome.skipped)} already done, "
         f"{len(outcome.failed)} failed"
@@ -94,81 +111,35 @@ def plan(
     ] = 989.0,
     mfu: Annotated[float, typer.Option(help="Assumed model-FLOPs utilisation")] = 0.35,
     costs: Annotated[
-        bool, typer.Option(help="Trainable parameters and GPU-hours (builds a meta model)")
+        bool,
+        typer.Option(
+            help="Trainable parameters and GPU-hours, and the check that every LoRA rank and "
+            "target fits the model, as `run` checks it (builds a meta model)"
+        ),
     ] = True,
 ):
     """Show the grid: which runs exist, which are done, which are pending, and their cost."""
     from rankscope.plan import make_plan
 
+    for name, value in (("--peak-tflops", peak_tflops), ("--mfu", mfu)):
+        if not 0 < value < float("inf"):
+            raise RankscopeError(f"{name}: must be a finite number > 0, got {value:g}")
     cfg = _load(config, set_, output_dir)
     runs = make_plan(cfg)
-    est = _estimate(cfg, runs, peak_tflops, mfu) if costs else {}
+    if costs:
+        try:
+            plan_cli.check_fits(cfg)
+        except ConfigError as e:
+            raise _sourced(e, config, set_, output_dir) from None
+    est = plan_cli.estimate(console, cfg, runs, peak_tflops, mfu) if costs else {}
     out = Console(width=max(170, Console().width))
-    out.print(_plan_table(cfg, runs, _plan_states(cfg, runs), est))
+    out.print(plan_cli.plan_table(cfg, runs, plan_cli.plan_states(cfg, runs, _state), est))
     if est:
         total = sum(c.gpu_hours for c in est.values())
         out.print(
             f"estimated total: {total:.3g} GPU-hours at {peak_tflops:g} TFLOP/s x {mfu:g} MFU "
             "(6N FLOPs/token full SFT, 4N LoRA, 2N eval; a planning figure, not a measurement)"
         )
-
-
-def _plan_states(cfg, runs) -> dict[str, str]:
-    """Each run's state: run dirs first (finished remote work not yet ingested), then the
-    store; none before the sweep has a store."""
-    store_path = SweepDir(cfg.out_dir).store_path
-    if not store_path.exists():
-        return {}
-    from rankscope.due import shown_state
-    from rankscope.store import Store
-
-    store = Store(store_path)
-    try:
-        return {r.run_id: shown_state(store, r, cfg).value for r in runs}
-    finally:
-        store.close()
-
-
-def _plan_table(cfg, runs, states: dict[str, str], est: dict) -> Table:
-    from rankscope.estimate import human
-
-    table = Table(title=f"sweep {cfg.name}: {len(runs)} runs x {len(cfg.tasks.eval)} eval tasks")
-    table.add_column("run id", no_wrap=True, min_width=max(len(r.run_id) for r in runs))
-    cols = ["method", "train task", "rank", "alpha", "lr", "seed", "status"]
-    cols += ["trainable", "GPU-h (est.)"] if est else []
-    for col in cols:
-        right = col.startswith(("trainable", "GPU"))
-        table.add_column(col, justify="right" if right else "left", no_wrap=True)
-    for r in runs:
-        row = [
-            r.run_id,
-            r.method,
-            r.train_task or "-",
-            str(r.rank or "-"),
-            f"{r.alpha:g}" if r.alpha else "-",
-            f"{r.lr:g}" if r.lr else "-",
-            str(r.seed),
-            states.get(r.run_id, "pending"),
-        ]
-        if est:
-            c = est[r.run_id]
-            row += [
-                f"{human(c.trainable)} ({100 * c.trainable / c.total:.3g}%)",
-                f"{c.gpu_hours:.3g}",
-            ]
-        table.add_row(*row)
-    return table
-
-
-def _estimate(cfg, runs, peak_tflops: float, mfu: float) -> dict:
-    """Costs per run, or {} with a note when the model's config cannot be found offline."""
-    from rankscope.estimate import sweep_costs
-
-    try:
-        return sweep_costs(cfg, runs, peak_tflops, mfu)
-    except RankscopeError as e:
-        console.print(f"[yellow]no cost estimate:[/yellow] {e}")
-        return {}
 
 
 @app.command()
@@ -191,8 +162,8 @@ def report(out_dir: DirArg = Path("runs/toy")):
     """(Re)write report.md, report.html and figures from a sweep's results store."""
     from rankscope.pipeline import write_sweep_report
 
-    if not (out_dir / STORE_NAME).exists():
-        raise RankscopeError(f"{out_dir}: no {STORE_NAME} here; run a sweep first")
+    checks.results_store(out_dir, _state)  # an empty store would overwrite a good report
+    checks.report_targets(out_dir)
     paths = write_sweep_report(out_dir)
     console.print(f"report: [green]{paths['html']}[/green]")
 
@@ -225,15 +196,14 @@ def recommend(
     )
     from rankscope.rundir import write_atomic
 
-    if max_retention_loss is not None and max_retention_loss < 0:
+    if max_retention_loss is not None and not max_retention_loss >= 0:  # nan too
         raise RankscopeError(f"--max-retention-loss: must be >= 0 pp, got {max_retention_loss:g}")
     if max_params is not None and max_params < 0:
         raise RankscopeError(f"--max-params: must be >= 0, got {max_params}")
-    if not (out_dir / STORE_NAME).exists():
-        raise RankscopeError(f"{out_dir}: no {STORE_NAME} here; run a sweep first")
-    found = decisions(
-        load_report_data(out_dir / STORE_NAME), Limits(max_retention_loss, max_params)
-    )
+    store_path = checks.results_store(out_dir, _state)
+    if json_path is not None:
+        checks.writable_file(json_path, "--json")
+    found = decisions(load_report_data(store_path), Limits(max_retention_loss, max_params))
     if not found:
         raise RankscopeError(
             f"{out_dir}: no train task has validation scores yet; nothing to recommend"
@@ -276,9 +246,7 @@ def status(out_dir: DirArg = Path("runs/toy")):
     from rankscope.store import Store
 
     sweep = SweepDir(out_dir)
-    if not sweep.store_path.exists():
-        raise RankscopeError(f"{out_dir}: no {STORE_NAME} here; run a sweep first")
-    store = Store(sweep.store_path)
+    store = Store(checks.results_store(out_dir, _state), existing=True)
     run_ids = [r["run_id"] for r in store.runs()]
     store.close()
     if sweep.sweep_file.is_file():  # the plan also names the runs not started yet
@@ -298,11 +266,22 @@ def status(out_dir: DirArg = Path("runs/toy")):
 
 
 @app.command()
-def reindex(out_dir: DirArg = Path("runs/toy")):
-    """Rebuild the results store from the run directories (e.g. after losing it)."""
+def reindex(
+    out_dir: DirArg = Path("runs/toy"),
+    force: Annotated[
+        bool, typer.Option(help="Rebuild even if finished runs of the store would be dropped.")
+    ] = False,
+):
+    """Rebuild the results store from the run directories (e.g. after losing it or after it
+    was damaged: an unreadable store is moved aside, a run dir with a damaged file skipped)."""
     from rankscope.pipeline import reindex_sweep
 
-    n = reindex_sweep(out_dir)
+    _state["store"] = out_dir / STORE_NAME
+
+    def warn(msg: str) -> None:
+        console.print(f"[yellow]warning:[/yellow] {escape(msg)}", highlight=False)
+
+    n = reindex_sweep(out_dir, force=force, warn=warn)
     console.print(
         f"{out_dir / STORE_NAME}: rebuilt from {n} run director{'y' if n == 1 else 'ies'}"
     )
@@ -313,9 +292,9 @@ def export(out_dir: DirArg = Path("runs/toy")):
     """Export the results store's tables as CSV files into <dir>/csv/."""
     from rankscope.store import Store
 
-    if not (out_dir / STORE_NAME).exists():
-        raise RankscopeError(f"{out_dir}: no {STORE_NAME} here; run a sweep first")
-    store = Store(out_dir / STORE_NAME)
+    store_path = checks.results_store(out_dir, _state)
+    checks.csv_targets(out_dir)
+    store = Store(store_path, existing=True)
     paths = store.export_csv(out_dir / "csv")
     store.close()
     for p in paths:
@@ -350,9 +329,8 @@ def world_build(
 
 
 def main() -> None:
-    """Entry point: user errors print one message and exit non-zero, without a traceback."""
-    from rich.markup import escape  # messages quote configs and commands: `ranks=[8]` is no tag
-
+    """Entry point: user errors print one message and exit non-zero, without a traceback;
+    usage errors (unknown option, bad value) print click's usage message and exit 2."""
     try:
         code = app(standalone_mode=False)
     except RankscopeError as e:
@@ -364,20 +342,13 @@ def main() -> None:
         code = 130
     except (typer.Abort, typer.Exit) as e:
         sys.exit(getattr(e, "exit_code", 1))
-    except Exception as e:  # click usage errors and the unexpected
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
+    except checks.usage_errors() as e:  # typer >= 0.22 raises its vendored click's
+        checks.show_usage_error(e)
+        sys.exit(getattr(e, "exit_code", 2))
+    except Exception as e:  # the unexpected
         if _state["debug"]:
             raise
-        console.print(
-            f"[red]internal error:[/red] {type(e).__name__}: {escape(str(e))} (rerun with --debug "
-            "for the traceback)",
-            highlight=False,
-        )
-        sys.exit(1)
+        sys.exit(checks.internal_error(console, e, _state))
 
     if code == 130:  # Ctrl-C (typer turns KeyboardInterrupt into exit code 130)
         console.print("[yellow]interrupted; rerun to resume[/yellow] (finished results are kept)")

@@ -10,6 +10,9 @@ writes the report. A rerun picks up from the files.
 from __future__ import annotations
 
 import json
+import logging
+import os
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +20,7 @@ from pathlib import Path
 from rankscope import halving
 from rankscope.config import SweepConfig
 from rankscope.due import driver_state, due_runs, guard_output_dir
-from rankscope.errors import RankscopeError
+from rankscope.errors import DataError, RankscopeError
 from rankscope.executors import EXECUTORS, StopSweep
 from rankscope.fits import write_fits
 from rankscope.interrupts import interrupt_handler
@@ -28,7 +31,7 @@ from rankscope.preflight import check_model_fits
 from rankscope.rundir import STORE_NAME, RunState, SweepDir, read_text
 from rankscope.runner import analyze_done_run
 from rankscope.stages import Stages
-from rankscope.store import Store, ingest_run
+from rankscope.store import Store, ingest_run, store_problem
 from rankscope.sweep import (
     Sweep,
     read_sweep_file,
@@ -37,6 +40,8 @@ from rankscope.sweep import (
 )
 from rankscope.sweeplock import hold
 from rankscope.world.build import ensure_base_model, needs_build
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -135,7 +140,8 @@ def run_sweep(
     sweep, stages = sweep_for(cfg), stages or Stages()
     runs = _preflight(sweep)
     outcome = SweepOutcome(sweep.out)
-    with hold(sweep.out), closing(Store(sweep.dir.store_path)) as store:  # one driver at a time
+    store_path = sweep.dir.store_path  # an empty file (a sweep killed as it began): no store
+    with hold(sweep.out), closing(Store(store_path, empty_ok=True)) as store:  # one driver
         guard_output_dir(store, cfg, runs, force)
         sweep.write_decontamination()  # what the report states was dropped from training
         _write_meta(store, cfg, sweep.dir)
@@ -226,19 +232,76 @@ def analyze_only(cfg: SweepConfig, stages: Stages | None = None) -> Path:
     return path
 
 
-def reindex_sweep(out_dir: Path) -> int:
-    """Rebuild the results store from the run directories, in one transaction; runs found."""
+def reindex_sweep(
+    out_dir: Path, *, force: bool = False, warn: Callable[[str], None] | None = None
+) -> int:
+    """Rebuild the results store from the run directories, in one transaction; the number of
+    run dirs ingested. Reindex is recovery, so a run dir with a damaged file is skipped with
+    a warning naming the file (`warn`) and the others are rebuilt; a store SQLite cannot read
+    is moved aside (`results.sqlite.corrupt-<n>`) and rebuilt. Refused, leaving the store as
+    it was, when finished runs it holds would be dropped (their run dirs are gone or were
+    skipped), unless `force`."""
+    warn = warn or log.warning
     out = SweepDir(Path(out_dir))
     cfg = read_sweep_file(out.root)
     run_dirs = out.run_dirs()
-    with hold(out.root), closing(Store(out.store_path)) as store:  # not while one runs
-        with store.transaction():
+    with hold(out.root):  # not while a driver runs the sweep
+        _set_aside_damaged(out.store_path, warn)
+        with closing(Store(out.store_path, empty_ok=True)) as store, store.transaction():
+            held = {r["run_id"] for r in store.runs() if r["status"] == RunState.DONE.value}
             store.clear()
             _write_meta(store, cfg, out)
-            for rd in run_dirs:
-                ingest_run(store, rd)
+            skipped = _ingest_all(store, run_dirs, warn)
+            lost = sorted(held - {r["run_id"] for r in store.runs()})
+            if lost and not force:  # raising rolls the transaction back: the store is kept
+                raise RankscopeError(_dropping(out, len(held), lost, run_dirs, skipped))
             write_fits(store)
-    return len(run_dirs)
+    return len(run_dirs) - len(skipped)
+
+
+def _ingest_all(store: Store, run_dirs: list, warn: Callable[[str], None]) -> dict[str, str]:
+    """Ingest every run dir, each undone alone when a file of it is damaged: {run: why}."""
+    skipped = {}
+    for rd in run_dirs:
+        try:
+            with store.savepoint():
+                ingest_run(store, rd)
+        except DataError as e:
+            skipped[rd.path.name] = str(e)
+            warn(f"skipped run {rd.path.name}: {e}")
+    return skipped
+
+
+def _dropping(out: SweepDir, held: int, lost: list[str], run_dirs: list, skipped: dict) -> str:
+    """Why a reindex is refused: finished runs of the store it would drop."""
+    runs_dir = out.root / "runs"
+    if not run_dirs:
+        why = f"no run directories were found in {runs_dir}"
+    else:
+        why = f"{len(lost)} of them have no readable run directory in {runs_dir}"
+        why += f" (e.g. {lost[0]}" + (f": {skipped[lost[0]]})" if lost[0] in skipped else ")")
+    return (
+        f"{out.store_path} holds {held} finished run(s), but {why}; rebuilding would drop "
+        "their results. Restore the run directories, or pass --force to rebuild from what "
+        "is there (the store is unchanged)"
+    )
+
+
+def _set_aside_damaged(path: Path, warn: Callable[[str], None]) -> None:
+    """A store SQLite cannot read (or a foreign SQLite file) is renamed to
+    `<name>.corrupt-<n>` (with its -wal/-shm files), never deleted, so a rebuild can start."""
+    if not path.is_file() or path.stat().st_size == 0 or store_problem(path) is None:
+        return
+    n = 1
+    while path.with_name(f"{path.name}.corrupt-{n}").exists():
+        n += 1
+    aside = path.with_name(f"{path.name}.corrupt-{n}")
+    for suffix in ("-wal", "-shm"):
+        extra = path.with_name(path.name + suffix)
+        if extra.exists():
+            os.replace(extra, aside.with_name(aside.name + suffix))
+    os.replace(path, aside)
+    warn(f"{path} could not be read as a results store; moved it aside to {aside}")
 
 
 def _prepare_base(sweep: Sweep, stages: Stages, needed: bool) -> None:

@@ -20,6 +20,7 @@ from rankscope.config.load import (
     load_config,
     parse_set,
     read_yaml,
+    sourced,
 )
 from rankscope.config.reference import config_reference
 from rankscope.config.search import HalvingConfig
@@ -57,4 +58,5 @@ __all__ = [
     "load_config",
     "parse_set",
     "read_yaml",
+    "sourced",
 ]

@@ -2,12 +2,15 @@
 
 `_build` type-checks each key against its dataclass field and constructs the section; the
 section's `__post_init__` checks the values. Every ConfigError raised on the way, from a
-type or from a value, gets the file name in front (`FILE: train.epochs: must be > 0, got 0`).
+type or from a value, names where the value came from: the file (`FILE: train.epochs: must
+be > 0, got 0`) or the `--set` that gave it (`--set train.epochs: must be > 0, got 0`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -20,6 +23,10 @@ from rankscope.errors import ConfigError, did_you_mean
 
 PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_CONFIG = PACKAGED_CONFIGS / "toy.yaml"
+
+
+class _NotFinite(ConfigError):
+    """A number that is inf or nan: refused as such, not tried as another type of a union."""
 
 
 def _type_name(tp: Any) -> str:
@@ -36,6 +43,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         for arg in (a for a in args if a is not type(None)):
             try:
                 return _coerce(value, arg, where)
+            except _NotFinite:
+                raise
             except ConfigError:
                 continue
         names = " or ".join(_type_name(a) for a in args)
@@ -56,17 +65,27 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads '5e-5' as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
+        number = _float(value)
+        if number is not None:
+            if not math.isfinite(number):
+                raise _NotFinite(f"{where}: must be a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
     raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _float(value: Any) -> float | None:
+    """The number `value` is (YAML 1.1 reads '5e-5' as a string), or None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -89,8 +108,11 @@ def _join(where: str, key: str) -> str:
 
 
 def parse_set(assignments: list[str]) -> dict[str, Any]:
-    """`--set a.b=value` (value parsed as YAML, so `[4,16]` is a list) -> nested dict."""
+    """`--set a.b=value` (value parsed as YAML, so `[4,16]` is a list) -> nested dict. The
+    same key given again replaces the earlier value; a key given both a value and a sub-key
+    (`train.epochs=1` and `train.epochs.x=2`) is refused."""
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}  # a key given a non-mapping value -> its --set
     for item in assignments:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=2")
@@ -99,12 +121,33 @@ def parse_set(assignments: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
-        node = out
         parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
+        _set_at(out, parts, value, item, given)
     return out
+
+
+def _set_at(out: dict, parts: list[str], value: Any, item: str, given: dict[str, str]) -> None:
+    """`out[parts[0]]...[parts[-1]] = value`, refusing a key that is both a value and a
+    section (the message names both `--set`s)."""
+    key = ".".join(parts)
+    for i in range(1, len(parts)):
+        if (prefix := ".".join(parts[:i])) in given:
+            raise ConfigError(
+                f"--set {key}: conflicts with --set {given[prefix]} ({prefix} cannot be both a "
+                "value and a section of keys); give one of them"
+            )
+    below = [k for k in given if k.startswith(key + ".")]
+    if below and not isinstance(value, dict):
+        raise ConfigError(
+            f"--set {key}: conflicts with --set {given[below[0]]} ({key} cannot be both a "
+            "value and a section of keys); give one of them"
+        )
+    node = out
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    if not isinstance(value, dict):
+        given[key] = item
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -196,11 +239,66 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
     """Read, override, type-check and validate a sweep config (each section validates itself
     as it is built, then SweepConfig checks what spans sections)."""
     src = Path(path) if path else DEFAULT_CONFIG
-    data = _merge(read_yaml(src), parse_set(overrides or []))
+    file_data = read_yaml(src)
+    data = _merge(file_data, parse_set(overrides or []))
     try:
         return _build(SweepConfig, data, "")
     except ConfigError as e:
-        raise ConfigError(f"{src}: {e}") from None
+        raise blame(e, src, overrides or [], file_data) from None
+
+
+def _field_of(message: str) -> str:
+    """The dotted field a message starts with (`methods.lora.ranks[0]: ...` ->
+    `methods.lora.ranks`), or ''."""
+    head = message.split(": ", 1)[0] if ": " in message else ""
+    return re.sub(r"\[\d+\]", "", head) if re.fullmatch(r"[\w.\[\]-]+", head) else ""
+
+
+def _set_keys(overrides: list[str]) -> dict[str, str]:
+    """Each `--set` key -> the `--set` as given (the last one where a key is given twice)."""
+    return {item.split("=", 1)[0].strip(): item for item in overrides if "=" in item}
+
+
+def blame(
+    error: ConfigError,
+    path: Path | None,
+    overrides: list[str],
+    file_data: dict[str, Any] | None = None,
+) -> ConfigError:
+    """`error` with its source in front: `--set` when the field it names (or a section
+    holding it) was given by `--set`; else, when the file alone (`file_data`) is valid, the
+    `--set`s that made it invalid; else the config file (`path`, default the embedded toy
+    sweep's)."""
+    message, field = str(error), _field_of(str(error))
+    keys = _set_keys(overrides)
+    if field and any(field == k or field.startswith(k + ".") for k in keys):
+        return ConfigError(f"--set {message}")
+    named = [item for k, item in keys.items() if field and k.startswith(field + ".")]
+    if not named and keys and file_data is not None and _valid(file_data):
+        section = field.split(".", 1)[0]  # `tasks.retention` after `--set tasks.eval=[..]`
+        named = [item for k, item in keys.items() if k.split(".", 1)[0] == section]
+        named = named or list(keys.values())
+    if named:
+        return ConfigError(f"{message} (after --set {', --set '.join(named)})")
+    return ConfigError(f"{Path(path) if path else DEFAULT_CONFIG}: {message}")
+
+
+def sourced(error: ConfigError, path: Path | None, overrides: list[str]) -> ConfigError:
+    """A ConfigError raised after loading (a rank the model cannot take) with its source in
+    front, like `load_config`'s own: only one that names a config field; others (a data
+    file's) already name their file and are returned as they are."""
+    top = _field_of(str(error)).split(".", 1)[0]
+    if top not in {f.name for f in dataclasses.fields(SweepConfig)}:
+        return error
+    return blame(error, path, overrides)
+
+
+def _valid(data: dict[str, Any]) -> bool:
+    try:
+        _build(SweepConfig, data, "")
+    except ConfigError:
+        return False
+    return True
 
 
 def dump_yaml(data: dict[str, Any]) -> str:

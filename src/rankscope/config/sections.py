@@ -9,23 +9,19 @@ two sections live on `SweepConfig` (config/sweep.py). The `data:` section is
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+from rankscope.config.checks import at_least as _at_least
+from rankscope.config.checks import positive as _positive
+from rankscope.config.checks import rates as _rates
+from rankscope.config.checks import unique
 from rankscope.errors import ConfigError, did_you_mean, require, require_fractions, require_one_of
 from rankscope.tasks import TASKS
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
 """The experiment trackers `train.report_to` may name."""
-
-
-def _at_least(where: str, value: float, low: int, show: bool = False) -> None:
-    """`where: must be >= low` (with `, got value` where the message has always shown it)."""
-    require(value >= low, f"{where}: must be >= {low}" + (f", got {value}" if show else ""))
-
-
-def _positive(where: str, value: float) -> None:
-    require(value > 0, f"{where}: must be > 0, got {value}")
 
 
 @dataclass
@@ -79,6 +75,7 @@ class TasksConfig:
         for key in ("train", "eval"):
             names = getattr(self, key)
             require(len(names) > 0 or key == "train", f"tasks.{key}: give at least one task")
+            unique(f"tasks.{key}", names, "task")
             for name in names:
                 require(
                     name in TASKS,
@@ -92,16 +89,6 @@ class TasksConfig:
         for key in ("max_train_items", "max_eval_items"):
             val = getattr(self, key)
             require(val is None or val >= 1, f"tasks.{key}: must be >= 1 or null")
-
-
-def _rates(where: str, lr: float | list[float]) -> list[float]:
-    """A learning rate or a list of them (an axis of the grid), checked: positive, no repeat."""
-    rates = [lr] if isinstance(lr, (int, float)) else list(lr)
-    require(len(rates) > 0, f"{where}: give at least one learning rate")
-    for x in rates:
-        _positive(where, x)
-    require(len(set(rates)) == len(rates), f"{where}: a learning rate is listed twice")
-    return [float(x) for x in rates]
 
 
 @dataclass
@@ -191,6 +178,8 @@ class LoraConfig:
             for rule in self.alphas:
                 a = self.alpha_for(r, rule)
                 require(a > 0, f"methods.lora.alpha: must be > 0, got {self.alpha!r}")
+                ok = math.isfinite(a)
+                require(ok, f"methods.lora.alpha: must be a finite number, got {self.alpha!r}")
 
     @property
     def lrs(self) -> list[float]:

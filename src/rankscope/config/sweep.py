@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rankscope.config.checks import unique
 from rankscope.config.search import SEARCHES, HalvingConfig
 from rankscope.config.sections import (
     AnalysisConfig,
@@ -55,6 +56,7 @@ class SweepConfig:
             "name: must be a non-empty name without '/'",
         )
         require(len(self.seeds) > 0, "seeds: give at least one seed")
+        unique("seeds", self.seeds, "seed")
         require_one_of("search", self.search, SEARCHES, hint=True)
         retention = self.tasks.retention
         # MMLU may be both: trained on some subjects, retention measured on the others.

@@ -17,12 +17,69 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rankscope.errors import RankscopeError
 from rankscope.rundir import atomic_open
 from rankscope.store.schema import RUN_FIELDS, SCHEMA, migrate
 from rankscope.store.schema import VERSION as SCHEMA_VERSION
 
 TABLES = ("meta", "runs", "metrics", "predictions", "train_log", "analysis", "ingested", "fits")
 EXPORTED = ("runs", "metrics", "predictions", "train_log", "analysis", "fits")
+
+
+class StoreError(RankscopeError):
+    """The results store file is missing, empty, damaged or not a rankscope store."""
+
+
+def _rebuild_hint(path: Path, aside: bool = True) -> str:
+    kept = " (the damaged file is kept aside)" if aside else ""
+    return f"`rankscope reindex {path.parent}` rebuilds it from the run directories{kept}"
+
+
+def damaged(path: Path, error: sqlite3.DatabaseError) -> StoreError:
+    """The message for a store SQLite cannot read (garbage bytes, a truncated file)."""
+    return StoreError(
+        f"{path}: not a rankscope results store (SQLite: {error}); {_rebuild_hint(path)}"
+    )
+
+
+def _is_damage(error: sqlite3.DatabaseError) -> bool:
+    """SQLite cannot read the file (not a database, malformed); not a lock or I/O problem."""
+    return not isinstance(error, sqlite3.OperationalError)
+
+
+def _file_problem(path: Path) -> str | None:
+    """An existing `path` that is no store file: a directory, or empty (0 bytes)."""
+    if not path.is_file():
+        return f"{path}: not a file, so not a rankscope results store"
+    if path.stat().st_size == 0:
+        return (
+            f"{path}: empty file (0 bytes), not a rankscope results store; delete it, or "
+            f"{_rebuild_hint(path, aside=False)}"
+        )
+    return None
+
+
+def store_problem(path: Path) -> str | None:
+    """Why `path` is not a readable rankscope results store (missing, empty, not SQLite, a
+    SQLite file without the store's tables), or None if it is one. Writes nothing."""
+    path = Path(path)
+    if not path.exists():
+        return f"{path.parent}: no {path.name} here; run a sweep first"
+    if problem := _file_problem(path):
+        return problem
+    conn = sqlite3.connect(path, timeout=60)
+    try:
+        q = "SELECT name FROM sqlite_master WHERE type='table'"
+        tables = {row[0] for row in conn.execute(q)}
+    except sqlite3.DatabaseError as e:
+        if not _is_damage(e):
+            raise
+        return str(damaged(path, e))
+    finally:
+        conn.close()
+    if not {"meta", "runs"} <= tables:
+        return f"{path}: a SQLite file without the results tables, not a rankscope results store"
+    return None
 
 
 def _update_run(conn: sqlite3.Connection, run_id: str, fields: dict[str, Any]) -> None:
@@ -34,10 +91,33 @@ def _update_run(conn: sqlite3.Connection, run_id: str, fields: dict[str, Any]) -
 class Store:
     """Thin typed access to the sweep's SQLite file."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, existing: bool = False, empty_ok: bool = False):
+        """Open the store at `path`, creating it if missing. Refused (StoreError, naming the
+        file) before anything is written to it: a file SQLite cannot read; an empty file
+        (0 bytes: no store, and a reader would fill it with empty tables) unless `empty_ok`
+        (a sweep starting or a rebuild writes the store into it); with `existing`, also a
+        missing file or a SQLite file without the store's tables."""
         self.path = Path(path)
+        problem = None
+        if existing:
+            problem = store_problem(self.path)
+        elif self.path.exists():
+            problem = _file_problem(self.path)
+        if problem and empty_ok and self.path.is_file() and self.path.stat().st_size == 0:
+            problem = None
+        if problem:
+            raise StoreError(problem)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            self._setup()
+        except sqlite3.DatabaseError as e:
+            self.conn.close()
+            if not _is_damage(e):
+                raise
+            raise damaged(self.path, e) from None
+
+    def _setup(self) -> None:
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
@@ -62,6 +142,23 @@ class Store:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+
+    @contextmanager
+    def savepoint(self) -> Iterator[sqlite3.Connection]:
+        """Inside a transaction: the block's writes are undone alone when it raises (the
+        transaction goes on); outside one it is a transaction of its own."""
+        if not self.conn.in_transaction:
+            with self.transaction() as c:
+                yield c
+            return
+        self.conn.execute("SAVEPOINT unit")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK TO unit")
+            self.conn.execute("RELEASE unit")
+            raise
+        self.conn.execute("RELEASE unit")
 
     # -------------------------------------------------------------- meta
     def get_meta(self, key: str) -> str | None:

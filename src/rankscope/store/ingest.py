@@ -9,7 +9,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import yaml
+
+from rankscope.errors import DataError
 from rankscope.interrupts import kill_point
 from rankscope.rundir import Marker, RunDir, RunState, read_text
 from rankscope.store.db import Store
@@ -17,6 +21,14 @@ from rankscope.store.db import Store
 SPEC_FIELDS = ("run_id", "method", "train_task", "rank", "alpha", "lr", "seed", "variant")
 
 Loader = Callable[[Store, str, Path], None]
+
+UNREADABLE = (ValueError, KeyError, TypeError, IndexError, AttributeError, yaml.YAMLError)
+"""What reading a damaged run-dir file raises (bad JSON/YAML, missing keys, wrong shapes)."""
+
+
+def _unreadable(path: Path, error: Exception) -> DataError:
+    why = f"{type(error).__name__}: {error}"
+    return DataError(f"{path}: unreadable results file ({why})")
 
 
 def _sig(path: Path) -> str:
@@ -26,8 +38,12 @@ def _sig(path: Path) -> str:
 
 def _load_train(store: Store, run_id: str, path: Path) -> None:
     rec = json.loads(path.read_text())
-    log_text = read_text(path.parent / Marker.TRAIN_LOG) or ""
-    store.save_train_result(run_id, rec, [json.loads(x) for x in log_text.splitlines() if x])
+    log_path = path.parent / Marker.TRAIN_LOG
+    try:
+        log = [json.loads(x) for x in (read_text(log_path) or "").splitlines() if x]
+    except ValueError as e:
+        raise _unreadable(log_path, e) from e
+    store.save_train_result(run_id, rec, log)
 
 
 def _load_eval(store: Store, run_id: str, path: Path) -> None:
@@ -57,9 +73,40 @@ def ingest_run(store: Store, run_dir: Path | RunDir) -> None:
     skipped, so calling it after every unit costs little.
     """
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
-    info = rd.config_info()
-    if info is None:
+    row = _run_row(rd)
+    if row is None:
         return
+    run_id = row["run_id"]
+    with store.transaction():
+        store.upsert_run(**row)
+        have = store.ingested(run_id)
+        for unit, path, load in _units(rd):
+            sig = _sig(path)
+            if have.get(unit) != sig:
+                try:
+                    load(store, run_id, path)
+                except UNREADABLE as e:
+                    raise _unreadable(path, e) from e
+                store.mark_ingested(run_id, unit, sig)
+        kill_point("store")  # a crash here must leave the store as it was
+
+
+def _run_row(rd: RunDir) -> dict[str, Any] | None:
+    """The run's row from its config.yaml and markers (None before the run started); a
+    damaged file is a DataError naming it."""
+    try:
+        info = rd.config_info()
+    except UNREADABLE as e:
+        raise _unreadable(rd / Marker.CONFIG, e) from e
+    if info is None:
+        return None
+    try:
+        return _row(rd, info)
+    except UNREADABLE as e:
+        raise DataError(f"{rd.path}: unreadable run directory ({type(e).__name__}: {e})") from e
+
+
+def _row(rd: RunDir, info: dict[str, Any]) -> dict[str, Any]:
     spec, status = info["run"], rd.status()
     failed = status.state is RunState.FAILED
     stopped = status.state is RunState.STOPPED
@@ -75,13 +122,4 @@ def ingest_run(store: Store, run_dir: Path | RunDir) -> None:
         "error": status.error,
         "budget_fraction": (rd.rung() or {}).get("fraction") if stopped else None,
     }
-    run_id = spec["run_id"]
-    with store.transaction():
-        store.upsert_run(**row)
-        have = store.ingested(run_id)
-        for unit, path, load in _units(rd):
-            sig = _sig(path)
-            if have.get(unit) != sig:
-                load(store, run_id, path)
-                store.mark_ingested(run_id, unit, sig)
-        kill_point("store")  # a crash here must leave the store as it was
+    return row
