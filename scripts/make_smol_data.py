@@ -1,12 +1,16 @@
 """Write the shipped benchmark subsets `src/rankscope/data/smol/` (a maintainer's step).
 
-    python scripts/make_smol_data.py [--src SHARED_DATA] [--out DIR]
+    python scripts/make_smol_data.py [--src SHARED_DATA] [--out DIR] [--check]
 
 reads the workplace's offline copies of the five benchmarks (`shared/data`, see its README:
 upstream repositories, commits, licenses; `--src`, else $RANKSCOPE_SHARED_DATA, else
 `shared/data` in or beside the repository) and writes seeded, stratified subsets of them in
 the layouts the `data.source: files` loaders read, plus `ORIGIN.md`. Deterministic: the same
-sources give the same bytes (tests/test_smol_config.py regenerates and compares). Every row
+sources give the same bytes. `--check` writes nothing to `--out`: it rebuilds into a
+temporary folder and compares that, file by file, with the files in `--out` (default the
+shipped folder); it lists every file missing, extra or different and exits 1 if there is
+one, 0 when all are the same bytes. It needs the full sources, so it is a maintainer's check
+(run it after changing this script or a loader it calls), not part of the test suite. Every row
 kept is its source's raw bytes (a JSONL line, an MMLU CSV record with its own line endings,
 a MathQA array element with its indentation), so the loaders parse exactly what they would
 parse in the full files; rows keep their source order.
@@ -359,14 +363,59 @@ def build(src: Path, out: Path) -> dict[str, int]:
     return written
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def differences(built: Path, shipped: Path) -> list[str]:
+    """Each file that is only in one of the folders, or in both with other bytes."""
+    mine, theirs = _files(built), _files(shipped)
+    out = [f"missing from {shipped}: {k}" for k in sorted(mine.keys() - theirs.keys())]
+    out += [
+        f"not written by this script: {shipped / k}" for k in sorted(theirs.keys() - mine.keys())
+    ]
+    out += [
+        f"differs: {shipped / k}"
+        for k in sorted(mine.keys() & theirs.keys())
+        if mine[k] != theirs[k]
+    ]
+    return out
+
+
+def check(src: Path, shipped: Path) -> int:
+    """Rebuild from `src` into a temporary folder and compare with `shipped`: 0 when every
+    file has the same bytes, else 1 (each difference printed)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        written = build(src, Path(tmp) / "smol")
+        diffs = differences(Path(tmp) / "smol", shipped)
+    for line in diffs:
+        print(line)
+    if diffs:
+        print(f"{shipped}: {len(diffs)} difference(s) from a rebuild", file=sys.stderr)
+        return 1
+    print(f"{shipped}: the same bytes as a rebuild ({len(written)} files)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--src", type=Path, default=None, help="folder laid out like shared/data")
     ap.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="rebuild into a temporary folder and compare with --out; write nothing",
+    )
     args = ap.parse_args(argv)
     src = args.src or default_src()
     if src is None:
         sys.exit("no shared/data found: pass --src or set RANKSCOPE_SHARED_DATA")
+    if args.check:
+        return check(src, args.out)
     written = build(src, args.out)
     print(f"{args.out}: {len(written)} files, {sum(written.values()):,} bytes")
     return 0

@@ -96,7 +96,10 @@ def test_lora_delta_w_is_the_scaled_product_of_the_saved_factors(small, tmp_path
                 mod.lora_B["default"].weight.normal_()
     assert LORA.save(model, tok, tmp_path) == tmp_path / "adapter"
     layers = dict(model.get_base_model().named_modules())
-    for name, delta, sv in LORA.delta_w(tmp_path, base, names, w0):
+    got = {name: (delta, sv) for name, delta, sv in LORA.delta_w(tmp_path, base, names, w0)}
+    assert set(got) == set(names) and len(names) > 0  # every analysed module, once
+    for name, (delta, sv) in got.items():
+        assert sv is not None  # s·B·A: the spectrum from the factors
         layer = layers[name]
         b, a = layer.lora_B["default"].weight, layer.lora_A["default"].weight
         want = (b @ a).double() * layer.scaling["default"]
@@ -220,6 +223,8 @@ def test_delta_w_of_an_unconverted_pissa_adapter(small, tmp_path):
     model.save_pretrained(tmp_path / "adapter")
     names = _adapted_names(model)
     w0, want = _merged_delta(model, base, names)
-    for n, delta, sv in LORA.delta_w(tmp_path, base, names, w0):
+    got = {n: (delta, sv) for n, delta, sv in LORA.delta_w(tmp_path, base, names, w0)}
+    assert set(got) == set(names) and len(names) > 0  # every adapted module, once
+    for n, (delta, sv) in got.items():
         torch.testing.assert_close(delta, want[n], rtol=1e-5, atol=1e-6)
         assert sv is None  # not s·B·A: a dense SVD is needed

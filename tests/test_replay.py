@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 
+import numpy as np
 import pytest
+import scipy.stats
 from helpers import call_cli
 
 from rankscope import replay
@@ -18,7 +20,7 @@ from rankscope.report import load_report_data
 from rankscope.report.blocks import FigureBlock, TableBlock
 from rankscope.report.figures import render_figures
 from rankscope.report.keys import MethodKey
-from rankscope.report.replay import replay_blocks, replay_rows, replay_tests
+from rankscope.report.replay import KINDS, replay_blocks, replay_rows, replay_tests
 from rankscope.rundir import STORE_NAME
 from rankscope.runner import training_items
 from rankscope.store import Store
@@ -185,8 +187,9 @@ def swept(tmp_path_factory, cache_dir, small_model_dir):
             "tasks.max_eval_items=16",
             "methods.full.enabled=false",
             "methods.lora.ranks=[2,4]",
-            "methods.lora.lr=3e-3",
+            "methods.lora.lr=3e-2",  # with 12 steps (16 with replay): moves the scores
             "train.epochs=1",
+            "train.grad_accum=1",
             "train.replay_fraction=[0,0.25]",
             "eval.kl_texts=0",
             "analysis.enabled=false",
@@ -202,8 +205,8 @@ def test_a_tiny_sweep_reports_replay_with_intervals(swept, tmp_path):
     cfg, out = swept
     store = Store(out / STORE_NAME)
     fractions = {r["run_id"]: r["replay"] for r in store.runs()}
-    assert fractions["toy-med__lora-r4-a8-lr3e-3-rp25__s1"] == 0.25
-    assert fractions["toy-med__lora-r4-a8-lr3e-3__s1"] == 0.0 and len(fractions) == 9
+    assert fractions["toy-med__lora-r4-a8-lr3e-2-rp25__s1"] == 0.25
+    assert fractions["toy-med__lora-r4-a8-lr3e-2__s1"] == 0.0 and len(fractions) == 9
     data = load_report_data(out / STORE_NAME)
     rows = replay_rows(data)
     assert [(r.key.rank, r.key.replay, len(r.run_ids)) for r in rows] == [
@@ -235,6 +238,31 @@ def test_a_tiny_sweep_reports_replay_with_intervals(swept, tmp_path):
     ]
     assert all("±" in cell for row in main.rows for cell in row[4:7])  # 95% CI over seeds
     assert "[" in main.rows[1][7] and "p" in main.rows[1][7]  # paired vs no replay
+    # the changes, recomputed from the store: per seed, run − base on each kind's tasks
+    # (primary metric `acc`, test split; cross-domain: the mean over its tasks), then the
+    # mean over the seeds and its 95% t half-width, in pp, as the table shows them
+    acc = {
+        (m["run_id"], m["task"]): m["value"]
+        for m in store.metrics()
+        if m["split"] == "test" and m["metric"] == "acc"
+    }
+    kinds = {"in-domain": ["toy-med"], "cross-domain": ["toy-legal"], "retention": ["toy-general"]}
+    assert cfg.tasks.retention == "toy-general"
+    moved = 0
+    for row, cells in zip(rows, main.rows, strict=True):
+        for kind, tasks in kinds.items():
+            per_seed = [
+                sum(acc[(rid, t)] - acc[("base", t)] for t in tasks) / len(tasks)
+                for rid in row.run_ids
+            ]
+            mean = 100 * float(np.mean(per_seed))
+            half = 100 * scipy.stats.t.ppf(0.975, 1) * float(np.std(per_seed, ddof=1)) / 2**0.5
+            shown_mean, shown_half = cells[4 + KINDS.index(kind)].split(" ± ")
+            assert float(shown_mean) == pytest.approx(mean, abs=0.05 + 1e-9), (cells, kind)
+            assert float(shown_half) == pytest.approx(half, abs=0.05 + 1e-9), (cells, kind)
+            assert f"| {cells[4 + KINDS.index(kind)]} |" in report  # the written report
+            moved += mean != 0.0
+    assert moved >= 1  # not all zero: training moved the scores (5 of the 12 cells here)
     no_replay = dataclasses.replace(data, runs=[r for r in data.runs if not r["replay"]])
     assert replay_blocks(no_replay) == []  # one fraction: no section
 

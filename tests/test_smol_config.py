@@ -1,11 +1,12 @@
 """configs/smol-cpu.yaml and the benchmark subsets it reads (src/rankscope/data/smol): the
 config states the design, its plan is the expected grid, every task loads from the shipped
-files with the documented counts, retention leaves out the training tasks' domains, and the
-script that wrote the subsets writes the same bytes again. No model is loaded."""
+files with the documented counts, and retention leaves out the training tasks' domains. No
+model is loaded. That scripts/make_smol_data.py writes the same bytes again needs the full
+sources, which the repository does not hold: it is the script's `--check` mode, a
+maintainer's step, not a test."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,6 @@ from rankscope.tasks.mmlu import SUBJECTS, retention_subjects
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "smol-cpu.yaml"
 DATA = ROOT / "src" / "rankscope" / "data" / "smol"
-SCRIPT = ROOT / "scripts" / "make_smol_data.py"
 
 TRAIN_TASKS = ["medmcqa", "legalmcq"]
 EVAL_TASKS = ["gsm8k", "mathqa", "mmlu", "medmcqa", "legalmcq"]
@@ -120,25 +120,3 @@ def test_the_folder_is_small_and_says_where_it_comes_from():
     origin = (DATA / "ORIGIN.md").read_text()
     for needle in ("CC BY 4.0", "Zheng", "Chalkidis", "3101c7d", "eb2c562", "f8604a9", "b5a4469"):
         assert needle in origin
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("make_smol_data", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_regenerating_gives_the_same_bytes(tmp_path):
-    script = _script()
-    src = script.default_src()
-    if src is None:
-        pytest.skip("shared/data not found (set RANKSCOPE_SHARED_DATA to regenerate)")
-    out = tmp_path / "smol"
-    script.build(src, out)
-    mine = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    shipped = {
-        p.relative_to(DATA).as_posix(): p.read_bytes() for p in DATA.rglob("*") if p.is_file()
-    }
-    assert sorted(mine) == sorted(shipped)
-    assert [k for k in mine if mine[k] != shipped[k]] == []

@@ -90,8 +90,19 @@ def test_fine_tuning_learns_the_worked_answer_format(swept):
     # answers for the shipped small model on every floating-point path measured (README)
     assert formatted("base") == 0.0
     assert formatted("toy-arith__full-lr3e-3__s0") >= 0.5
-    full = _acc(store, "toy-arith__full-lr3e-3__s0", "toy-arith", "em_strict")
-    assert full >= _acc(store, "base", "toy-arith", "em_strict")
+
+    def em_strict(run_id: str) -> float:  # recomputed from the stored per-item rows
+        preds = store.predictions(run_id, "toy-arith")
+        return sum(p["pred"] == p["gold"] for p in preds) / len(preds)
+
+    for run_id in ("base", "toy-arith__full-lr3e-3__s0"):
+        stored = _acc(store, run_id, "toy-arith", "em_strict")
+        assert stored == pytest.approx(em_strict(run_id), abs=1e-9)
+    # and some of the formatted answers are right: full SFT gets 4 of the 40 test items
+    # (0.10) on this machine; the floor is half of that, 2 items, for other floating-point
+    # paths; the base model, which writes no '#### N', gets none
+    assert em_strict("base") == 0.0
+    assert em_strict("toy-arith__full-lr3e-3__s0") >= 0.05
     store.close()
 
 

@@ -4,6 +4,7 @@ run dir, an MLflow file store); the default writes neither; bad values are refus
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -45,6 +46,12 @@ def tracked(tmp_path_factory, cache_dir, small_model_dir):
     return tmp / "out" / "runs" / RUN, uri
 
 
+def _train_log_losses(run_dir: Path) -> dict[int, float]:
+    """step -> training loss, as the run itself logged it (train_log.jsonl)."""
+    rows = [json.loads(x) for x in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
 def test_tensorboard_events_in_the_run_dir_hold_the_loss_and_the_config(tracked):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
@@ -53,8 +60,10 @@ def test_tensorboard_events_in_the_run_dir_hold_the_loss_and_the_config(tracked)
     assert not (run_dir / "trainer").exists()  # the checkpoints are gone, the events stay
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     ea = EventAccumulator(str(run_dir / "tb"), size_guidance={"tensors": 0}).Reload()
-    losses = [e.value for e in ea.Scalars("train/loss")]
-    assert len(losses) == 4 and all(v > 0 for v in losses)  # 16 items / batch 4, one epoch
+    losses = {e.step: e.value for e in ea.Scalars("train/loss")}
+    logged = _train_log_losses(run_dir)
+    assert sorted(logged) == [1, 2, 3, 4]  # 16 items / batch 4, one epoch
+    assert losses == pytest.approx(logged, rel=1e-5)  # the same curve (float32 in the events)
 
     (config,) = ea.Tensors("config/text_summary")
     table = config.tensor_proto.string_val[0].decode()
@@ -85,7 +94,10 @@ def test_mlflow_run_is_named_by_the_run_id_with_config_params_and_loss(tracked):
     )
     assert p["run_name"] == RUN  # the Trainer's own arguments are there too
     history = client.get_metric_history(run.info.run_id, "loss")
-    assert [m.step for m in history] == [1, 2, 3, 4] and all(m.value > 0 for m in history)
+    assert [m.step for m in history] == [1, 2, 3, 4]
+    run_dir, _ = tracked
+    logged = _train_log_losses(run_dir)
+    assert {m.step: m.value for m in history} == pytest.approx(logged, rel=1e-5)
 
 
 def test_the_default_reports_to_neither(tmp_path, cache_dir, small_model_dir, monkeypatch):

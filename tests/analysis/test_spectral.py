@@ -490,8 +490,21 @@ def test_compare_weights_cached_w0_svd_and_factored_delta() -> None:
 def test_compare_weights_caps_k_and_rejects_shape_mismatch() -> None:
     rng = _rng(13)
     w0 = rng.standard_normal((12, 9))
-    m = compare_weights(w0, w0 + 0.01 * rng.standard_normal((12, 9)), k=500, intruder_k=50)
-    assert 0.0 <= m["sim_left"] <= 1.0 and 0 <= m["intruders_0.5"] <= 9
+    w1 = w0 + 0.3 * rng.standard_normal((12, 9))  # moved enough for the cosines to differ
+    m = compare_weights(w0, w1, k=500, intruder_k=50, eps=(0.5, 0.8))
+    assert m["sim_k"] == 9  # k = 500 capped at min(12, 9)
+    # the reference, by plain numpy SVD at k = 9: mean |cos| of same-index singular vectors
+    u0, _, vh0 = np.linalg.svd(w0, full_matrices=False)
+    u1, _, vh1 = np.linalg.svd(w1, full_matrices=False)
+    cos_left = np.abs(np.sum(u0[:, :9] * u1[:, :9], axis=0))
+    cos_right = np.abs(np.sum(vh0[:9] * vh1[:9], axis=1))
+    assert cos_left.min() < 0.99 and cos_left[:8].mean() != pytest.approx(cos_left.mean())
+    assert m["sim_left"] == pytest.approx(cos_left.mean(), abs=1e-9)
+    assert m["sim_right"] == pytest.approx(cos_right.mean(), abs=1e-9)
+    # intruders: W₁'s top 9 (50 capped) left vectors with best |cos| < 0.5 against all of U₀
+    best = np.abs(u0.T @ u1).max(axis=0)
+    assert m["intruders_0.5"] == int(np.sum(best < 0.5)) == 0
+    assert m["intruders_0.8"] == int(np.sum(best < 0.8)) == 3  # best |cos| 0.57, 0.70, 0.76
     with pytest.raises(ValueError):
         compare_weights(w0, w0.T)
 
