@@ -334,7 +334,7 @@ def _null_rates(k: int, sims: int = 300, n: int = 700, seed_sd: float = 0.1):
 @pytest.mark.parametrize("k", [2, 3])
 def test_seed_t_holds_its_level_where_the_seed_bootstrap_did_not(k):
     t_rate, boot_rate = _null_rates(k)
-    assert t_rate <= 0.065 + 0.025  # its simulated worst case, plus ~2 binomial SEs
+    assert t_rate <= 0.09  # benchmarks/null_rates.py: at most 7.4 %; + ~1.3 binomial SEs
     assert boot_rate > 0.10  # the first design's bootstrap: 2-3x the nominal rate
 
 

@@ -59,17 +59,17 @@ What each piece is for
     The items: the paired t over the per-item differences of the seed-averaged scores
     (n - 1 df). The interval is the wider of the two, so it excludes 0 exactly when p <
     (1 - level). Why not one variance for both: the seed variance of 2-5 seeds is so noisy
-    that any test that pools it with the item variance is fooled when it comes out small.
-    Simulated under H0 (700 items, k seeds against one deterministic base run, seed sd 0 to
-    20 pp, 1,500 simulations per cell): the hierarchical bootstrap of the first design
-    called 13.7 % of the no-differences significant at the 5 % level with 3 seeds and a
-    seed sd of 10 pp (28.3 % with 2; 300 simulations); a t test on the pooled variance with
-    Welch-Satterthwaite df over seeds and items (the mixed-model recipe) up to 9.3 % (12.7 %
-    with 2); pooled with the seeds' df
-    alone at most 4.4 %, but then a 30-pp gain of 3 steady seeds is not significant (the t
-    quantile of 2 df is 4.3); this test at most 6.3 % with 3 seeds (5.7 % with 2, 6.7 % with
-    5) and 5 % or less with seeds on both sides, with power near the pooled Satterthwaite
-    test's at 3 seeds. `tests/test_stats.py` repeats the comparison with the bootstrap.
+    that a pooled test with Satterthwaite df is fooled when it comes out small by chance
+    (the items' df then take over).
+    Simulated under H0 (`benchmarks/null_rates.py`: 700 items, k seeds against one
+    deterministic base run, seed sd 0 to 20 pp, 500 simulations per cell; BENCHMARKS.md),
+    the share called significant at 5 %: the hierarchical bootstrap of the first design
+    3-26 % with 3 seeds (3-42 % with 2, 3-16 % with 5); one t test on the pooled seed + item
+    variance with Welch-Satterthwaite df over both (the mixed-model recipe) 3-7.4 % with 3
+    seeds, 3-16 % with 2; this test 3.6-5.2 % with 3 seeds, 1.6-7.4 % over 2-5. Pooling
+    with the seeds' df alone would be valid too, but then a 30-pp gain of 3 steady seeds is
+    not significant (the t quantile of 2 df is 4.3). `tests/test_stats.py` checks the 2- and
+    3-seed rates against the bootstrap's.
 `compare`
     One `Comparison` of A vs B: `seed_t` when either side has several seeds; one seed
     against one: the paired bootstrap's interval over items, and the exact McNemar p on 0/1
