@@ -295,16 +295,25 @@ def compare(a, b, n_boot: int = 10000, seed: int = 0) -> Comparison:
     against one: the paired bootstrap's interval over items, its p on graded scores and the
     exact McNemar p on 0/1 scores."""
     ma, mb = _pair(a, b)
-    if max(ma.shape[0], mb.shape[0]) > 1:
+    if _several_seeds(ma, mb):
         return _seed_comparison(ma, mb)
     diff, lo, hi, p = paired_bootstrap(ma, mb, n_boot=n_boot, seed=seed)
     return _comparison(ma, mb, diff, lo, hi, p)
 
 
+def _several_seeds(ma: np.ndarray, mb: np.ndarray) -> bool:
+    """Which test a comparison gets (`compare` and `PairedBootstrap` alike)."""
+    return max(ma.shape[0], mb.shape[0]) > 1
+
+
+def _result(ma: np.ndarray, mb: np.ndarray, diff, lo, hi, p, test: str) -> Comparison:
+    k_a, k_b = int(ma.shape[0]), int(mb.shape[0])
+    return Comparison(diff, lo, hi, p, test, int(ma.shape[1]), k_a, k_b)
+
+
 def _seed_comparison(ma: np.ndarray, mb: np.ndarray) -> Comparison:
     diff, lo, hi, p, _ = seed_t(ma, mb)
-    n_items, (k_a, k_b) = int(ma.shape[1]), (int(ma.shape[0]), int(mb.shape[0]))
-    return Comparison(diff, lo, hi, p, "seed-t", n_items, k_a, k_b)
+    return _result(ma, mb, diff, lo, hi, p, "seed-t")
 
 
 def _comparison(
@@ -312,11 +321,9 @@ def _comparison(
 ) -> Comparison:
     """The Comparison of one seed against one: the bootstrap's p, or the exact McNemar p on
     0/1 scores."""
-    test = "bootstrap"
     if _binary(ma) and _binary(mb):
-        p, test = mcnemar_exact(ma[0], mb[0]), "mcnemar"
-    n_items, (k_a, k_b) = int(ma.shape[1]), (int(ma.shape[0]), int(mb.shape[0]))
-    return Comparison(diff, lo, hi, p, test, n_items, k_a, k_b)
+        return _result(ma, mb, diff, lo, hi, mcnemar_exact(ma[0], mb[0]), "mcnemar")
+    return _result(ma, mb, diff, lo, hi, p, "bootstrap")
 
 
 class PairedBootstrap:
@@ -347,7 +354,7 @@ class PairedBootstrap:
 
     def compare(self, a: np.ndarray, b: np.ndarray, seed: int) -> Comparison:
         """A vs B, (seeds, items) each on the same items: as `compare`."""
-        if max(a.shape[0], b.shape[0]) > 1:
+        if _several_seeds(a, b):
             return _seed_comparison(*_pair(a, b))
         n = a.shape[1]
         sums = self.weights(n) @ np.vstack([a, b]).T.astype(np.float32)  # one pass over W

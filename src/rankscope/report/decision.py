@@ -177,7 +177,7 @@ def options(
     found = units(data) if found is None else found
     base = base_run(data.runs)
     base_ids = [base["run_id"]] if base else []
-    ret = data.retention_task
+    ret = _retention(data, task)
     mine = {k: tuple(r) for (t, k), r in found.items() if t == task}
     out = []
     for cand, _ in candidates(data, task, found):
@@ -189,7 +189,7 @@ def options(
             ids = mine.get(cand.key, ())
             gain = paired(data, ids, base_ids, (task,), VAL) if base_ids else None
             cost = None
-            if ret and base_ids and ret != task:
+            if ret and base_ids:
                 cost = paired(data, base_ids, ids, (ret,), TEST, selection_half, "select")
             params = _params(data, ids)
         option = Option(task, cand.key, cand.lr, ids, cand, gain, cost, params)
@@ -201,11 +201,19 @@ def options(
     ]
 
 
+def _retention(data: ReportData, task: str) -> str | None:
+    """The retention task a configuration trained on `task` forgets on (None: none, or the
+    train task itself)."""
+    ret = data.retention_task
+    return ret if ret and ret != task else None
+
+
 def _unmeasured(o: Option, has_base: bool, ret: str | None) -> str:
+    """`ret`: `_retention(data, o.train_task)`."""
     if o.baseline or not has_base:
         return ""
     missing = [] if o.gain is not None else ["no validation items shared with the base model"]
-    if o.cost is None and ret and ret != o.train_task:
+    if o.cost is None and ret:
         missing.append(f"no {ret} items shared with the base model")
     return "; ".join(missing)
 
@@ -216,9 +224,9 @@ def _confirm(data: ReportData, task: str, o: Option) -> Confirmed:
     if o.baseline or base is None:
         return Confirmed(None, None)
     b = [base["run_id"]]
-    ret = data.retention_task
+    ret = _retention(data, task)
     retention = None
-    if ret and ret != task:
+    if ret:
         retention = paired(data, b, o.run_ids, (ret,), TEST, confirm_half, "confirm")
     return Confirmed(paired(data, o.run_ids, b, (task,), TEST), retention)
 
