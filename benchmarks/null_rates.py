@@ -18,7 +18,7 @@ A valid 5 % test stays near 0.05 (the Monte Carlo standard error of a rate near 
 
 Part 2, the recommendation's winner's curse: 8 configurations of equal accuracy on 200
 validation items, the best by mean chosen and every other compared with it on the same items
-by the report's test (`report.significance.PairedBootstrap`), Holm over the 7; printed: the
+by the report's test (`report.significance.PairedTests`), Holm over the 7; printed: the
 share of sweeps where some configuration is called significantly worse (5 % nominal).
 
 No baseline timing here: the ratio that matters is the rate against the nominal 0.05.
@@ -32,7 +32,7 @@ import math
 import numpy as np
 from scipy import stats as st
 
-from rankscope.report.significance import PairedBootstrap
+from rankscope.report.significance import PairedTests
 from rankscope.stats import holm_adjust, paired_bootstrap, seed_t
 
 
@@ -63,7 +63,7 @@ def one_comparison(k: int, seed_sd: float, sims: int, n: int, rng) -> tuple[floa
 
 
 def winners_curse(k: int, sims: int, rng, n: int = 200, m: int = 8) -> float:
-    boot = PairedBootstrap(2000)
+    boot = PairedTests(2000)
     some = 0
     for s in range(sims):
         ease = rng.uniform(0.2, 0.8, n)

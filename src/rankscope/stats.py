@@ -94,7 +94,7 @@ from scipy import stats as _st
 ALPHA = 0.05
 _CHUNK_CELLS = 2_000_000
 MIN_TAIL = 10
-"""`PairedBootstrap`: below this many replicates beyond 0 the p is the normal tail."""
+"""`PairedTests`: below this many replicates beyond 0 the p is the normal tail."""
 """Replicates are drawn in chunks of about this many (replicate x item) cells (~16 MB of
 float64 per array), so memory stays bounded for large item sets."""
 
@@ -302,7 +302,7 @@ def compare(a, b, n_boot: int = 10000, seed: int = 0) -> Comparison:
 
 
 def _several_seeds(ma: np.ndarray, mb: np.ndarray) -> bool:
-    """Which test a comparison gets (`compare` and `PairedBootstrap` alike)."""
+    """Which test a comparison gets (`compare` and `PairedTests` alike)."""
     return max(ma.shape[0], mb.shape[0]) > 1
 
 
@@ -326,7 +326,7 @@ def _comparison(
     return _result(ma, mb, diff, lo, hi, p, "bootstrap")
 
 
-class PairedBootstrap:
+class PairedTests:
     """`compare` for many comparisons at once (a report's summary): `seed_t` where a side has
     several seeds; for one seed against one the same paired bootstrap and McNemar rule,
     computed in another order. The item-resampling counts W (n_boot x items) depend only on

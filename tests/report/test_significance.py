@@ -245,14 +245,14 @@ def _store_without_predictions(tmp_path: Path) -> Path:
 def test_batched_bootstrap_agrees_with_stats_compare() -> None:
     """Same estimator as `stats.compare`, computed with shared item draws: the same diff,
     intervals and p within Monte Carlo error, the same McNemar p for one seed each."""
-    from rankscope.report.significance import PairedBootstrap
+    from rankscope.report.significance import PairedTests
     from rankscope.stats import compare
 
     rng = np.random.default_rng(3)
     latent = rng.random(400)
     a = np.array([noisy(rng, latent, 0.55, 0.1) for _ in range(3)], dtype=float)
     b = np.array([noisy(rng, latent, 0.5, 0.1) for _ in range(2)], dtype=float)
-    boot = PairedBootstrap(n_boot=4000)
+    boot = PairedTests(n_boot=4000)
     mine, ref = boot.compare(a, b, seed=1), compare(a, b, n_boot=4000, seed=1)
     assert mine == ref and mine.test == "seed-t"  # several seeds: the same closed form
     assert (mine.n_items, mine.n_seeds_a, mine.n_seeds_b) == (400, 3, 2)
@@ -271,13 +271,13 @@ def test_p_below_the_bootstrap_resolution_comes_from_the_normal_tail() -> None:
     """With ~100 comparisons Holm needs p far below 1/(n_boot+1); a clear difference of one
     run against one on graded scores gets it from the normal tail of the replicates instead
     of the floor: its z is the paired difference over its item standard error."""
-    from rankscope.report.significance import PairedBootstrap
+    from rankscope.report.significance import PairedTests
 
     rng = np.random.default_rng(4)
     latent = rng.random(600)
     a = np.clip(latent + 0.3 + rng.normal(0, 0.2, 600), 0, 1)[None, :]
     b = np.clip(latent + rng.normal(0, 0.2, 600), 0, 1)[None, :]
-    c = PairedBootstrap(n_boot=2000).compare(a, b, seed=0)
+    c = PairedTests(n_boot=2000).compare(a, b, seed=0)
     d = (a - b)[0]
     z_ref = abs(d.mean()) / (d.std(ddof=0) / np.sqrt(d.size))  # the paired item SE
     assert c.test == "bootstrap" and c.lo > 0 and 0 < c.p < 1e-6 < 1 / 2001
@@ -285,14 +285,14 @@ def test_p_below_the_bootstrap_resolution_comes_from_the_normal_tail() -> None:
 
 
 def test_several_seeds_are_compared_by_the_seed_t_test() -> None:
-    from rankscope.report.significance import PairedBootstrap
+    from rankscope.report.significance import PairedTests
     from rankscope.stats import seed_t
 
     rng = np.random.default_rng(4)
     latent = rng.random(600)
     a = np.array([noisy(rng, latent, 0.7, 0.05) for _ in range(3)], dtype=float)
     b = np.array([noisy(rng, latent, 0.4, 0.05) for _ in range(3)], dtype=float)
-    c = PairedBootstrap(n_boot=2000).compare(a, b, seed=0)
+    c = PairedTests(n_boot=2000).compare(a, b, seed=0)
     diff, lo, hi, p, _ = seed_t(a, b)
     assert (c.test, c.diff, c.lo, c.hi, c.p) == ("seed-t", diff, lo, hi, p)
     assert c.lo > 0 and c.p < 0.01

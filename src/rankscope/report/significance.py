@@ -22,7 +22,7 @@ Claims (`summary_claims`), each configuration at its lr selected on validation
 Holm's correction runs over all of them together: the summary is one family of claims.
 
 Cost and resolution. A full sweep's summary makes ~100 comparisons on a few hundred to a few
-thousand items: `stats.PairedBootstrap` computes the one-seed ones with the item resampling
+thousand items: `stats.PairedTests` computes the one-seed ones with the item resampling
 shared per item count, and takes p from the normal tail of the replicates where the
 bootstrap's 1/(n_boot+1) floor would otherwise, after Holm's multiplication by ~100, make no
 difference significant; the several-seed ones are closed-form. The intervals are
@@ -51,7 +51,7 @@ import numpy as np
 from rankscope.report.data import TEST, VAL, AggScore, ReportData, base_run, done_runs
 from rankscope.report.keys import MethodKey
 from rankscope.report.selection import Group, group_key, selected_lrs
-from rankscope.stats import Comparison, Interval, PairedBootstrap, holm_adjust
+from rankscope.stats import Comparison, Interval, PairedTests, holm_adjust
 
 N_BOOT = 2000
 """Bootstrap replicates per comparison: enough for p down to ~1/2000 and stable 95% bounds,
@@ -146,7 +146,7 @@ def paired(
     order = sorted(common)
     ma = np.array([[r[i] for i in order] for r in rows_a], dtype=float)
     mb = np.array([[r[i] for i in order] for r in rows_b], dtype=float)
-    boot = data.cache.setdefault("bootstrap", PairedBootstrap(N_BOOT))
+    boot = data.cache.setdefault("bootstrap", PairedTests(N_BOOT))
     parts = (*a, "vs", *b, *tasks, split) + ((tag,) if tag else ())
     return boot.compare(ma, mb, seed=_seed(*parts))
 
