@@ -371,6 +371,20 @@ def test_reindex_moves_a_corrupt_store_aside_and_rebuilds(monkeypatch, capsys, s
         (["methods.lora.lr=.inf"], ["--set methods.lora.lr: must be a finite number, got inf"]),
         (["methods.lora.lr=1e400"], ["--set methods.lora.lr: must be a finite number"]),
         (["methods.full.lr=[1e-3, .nan]"], ["--set methods.full.lr[1]: must be a finite"]),
+        (
+            ["methods.lora.lr={8: 2e-3, 32: 5e-4}"],
+            ["--set methods.lora.lr: no rate for rank 128; give every rank one"],
+        ),
+        (
+            ["methods.lora.lr={8: 2e-3, 32: 5e-4, 128: 1e-4, 64: 1e-3}"],
+            ["--set methods.lora.lr: rank 64 has a rate but is not in methods.lora.ranks"],
+        ),
+        (
+            ["methods.lora.lr={8: 2e-3, 32: [5e-4, 0], 128: 1e-4}"],
+            ["--set methods.lora.lr.32: must be > 0"],
+        ),
+        (["methods.lora.lr={8: .inf}"], ["methods.lora.lr.8: must be a finite number"]),
+        (["methods.lora.lr={eight: 2e-3}"], ["methods.lora.lr key 'eight': expected int"]),
         (["train.epochs=.inf"], ["--set train.epochs: must be a finite number, got inf"]),
         (
             ["methods.lora.alpha=infr"],

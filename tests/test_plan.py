@@ -172,3 +172,22 @@ def test_the_fast_training_path_is_in_the_hash_only_when_on():
     for key in ("packing", "completion_logits"):
         on = load_config(None, [f"train.{key}=true"])
         assert config_hash(lora, on) != base, key
+
+
+def test_a_rate_per_rank_trains_each_rank_at_its_own_rates_and_keeps_run_ids():
+    """`methods.lora.lr` as a mapping: each rank runs its own rates (a list is an axis for
+    that rank only), and a run of a given rank and rate has the id and hash it has when the
+    same rate is given for every rank."""
+    base = ["seeds=[0]", "tasks.train=[toy-med]", "methods.full.enabled=false"]
+    cfg = load_config(None, [*base, "methods.lora.lr={8: 2e-3, 32: [5e-4, 1e-3], 128: 2.5e-4}"])
+    lora = [r for r in make_plan(cfg) if r.method == "lora"]
+    assert [(r.rank, r.lr) for r in lora] == [
+        (8, 2e-3), (32, 5e-4), (32, 1e-3), (128, 2.5e-4)
+    ]
+    assert [r.run_id for r in lora][:2] == [
+        "toy-med__lora-r8-a16-lr2e-3__s0",
+        "toy-med__lora-r32-a64-lr5e-4__s0",
+    ]
+    flat = load_config(None, [*base, "methods.lora.lr=2e-3"])
+    same = next(r for r in make_plan(flat) if r.run_id == lora[0].run_id)
+    assert config_hash(same, flat) == config_hash(lora[0], cfg)

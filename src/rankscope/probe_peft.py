@@ -136,7 +136,8 @@ def adalora_prediction(model: Any, batches: list[dict], cfg: SweepConfig, opts: 
     t0 = time.perf_counter()
     peft_model = get_peft_model(model, conf)
     params = [p for p in peft_model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.methods.lora.lrs[0])
+    lc = cfg.methods.lora  # the budget rank's first rate where the grid has that rank
+    opt = torch.optim.AdamW(params, lr=(lc.lrs_for(r) if r in lc.ranks else lc.lrs)[0])
     peft_model.train()
     for step, batch in enumerate(batches):
         peft_model(**batch).loss.backward()

@@ -46,6 +46,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             except _NotFinite:
                 raise
             except ConfigError:
+                if isinstance(value, dict) and typing.get_origin(arg) is dict:
+                    raise  # a mapping where one may stand: its own message names the entry
                 continue
         names = " or ".join(_type_name(a) for a in args)
         raise ConfigError(f"{where}: expected {names}, got {value!r}")
@@ -54,6 +56,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict) or not value:
+            raise ConfigError(f"{where}: expected a non-empty mapping, got {value!r}")
+        return {
+            _coerce(k, key_tp, f"{where} key {k!r}"): _coerce(v, value_tp, f"{where}.{k}")
+            for k, v in value.items()
+        }
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping of keys, got {value!r}")

@@ -152,9 +152,11 @@ class LoraConfig:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
     )
     """Module names LoRA wraps; ['all-linear'] for every linear layer but the head."""
-    lr: float | list[float] = 2e-4
+    lr: float | list[float] | dict[int, float | list[float]] = 2e-4
     """Learning rate of LoRA (the paper gives none; 2e-4 is the common PEFT choice), or a
-    list: each configuration is reported at the lr with the best validation score."""
+    list: each configuration is reported at the lr with the best validation score; or a
+    mapping from every rank to its rate(s) ({8: 2e-3, 128: [1e-4, 2.5e-4]}): with alpha = 2r
+    the step grows with r, so one rate rarely fits every rank."""
     variants: list[str] = field(default_factory=lambda: ["lora"])
     """LoRA variants, an axis: lora (plain), rslora (alpha/sqrt(r) scaling), dora, pissa
     (init), gaussian (init), or parts joined by '-' (rslora-dora, dora-pissa)."""
@@ -162,7 +164,9 @@ class LoraConfig:
     def __post_init__(self) -> None:
         """Rates and variants always; ranks, targets and alpha only when LoRA runs (a
         disabled section's ranks and alpha are never used, so they have never been refused)."""
-        _rates("methods.lora.lr", self.lr)
+        rates = self.lr if isinstance(self.lr, dict) else {None: self.lr}
+        for rank, lr in rates.items():
+            _rates("methods.lora.lr" + ("" if rank is None else f".{rank}"), lr)
         require(0 <= self.dropout < 1, "methods.lora.dropout: must be in [0, 1)")
         require(len(self.variants) > 0, "methods.lora.variants: give at least one variant")
         require(len(set(self.variants)) == len(self.variants), "methods.lora.variants: duplicate")
@@ -175,15 +179,32 @@ class LoraConfig:
         require(len(self.target_modules) > 0, "methods.lora.target_modules: give at least one")
         for r in self.ranks:
             require(r > 0, f"methods.lora.ranks: every rank must be a positive integer, got {r}")
+            self.lrs_for(r)
             for rule in self.alphas:
                 a = self.alpha_for(r, rule)
                 require(a > 0, f"methods.lora.alpha: must be > 0, got {self.alpha!r}")
                 ok = math.isfinite(a)
                 require(ok, f"methods.lora.alpha: must be a finite number, got {self.alpha!r}")
+        extra = sorted(set(rates) - {None, *self.ranks})
+        require(
+            not extra,
+            f"methods.lora.lr: rank {extra[0] if extra else 0} has a rate but is not in "
+            f"methods.lora.ranks {self.ranks}",
+        )
 
     @property
     def lrs(self) -> list[float]:
-        return _rates("methods.lora.lr", self.lr)
+        """Every rate of the config, in order of first appearance (over the ranks)."""
+        if not isinstance(self.lr, dict):
+            return _rates("methods.lora.lr", self.lr)
+        return list(dict.fromkeys(x for r in self.ranks for x in self.lrs_for(r)))
+
+    def lrs_for(self, rank: int) -> list[float]:
+        """The rates the LoRA runs of rank `rank` train at: the one place `lr` is read."""
+        if not isinstance(self.lr, dict):
+            return _rates("methods.lora.lr", self.lr)
+        require(rank in self.lr, f"methods.lora.lr: no rate for rank {rank}; give every rank one")
+        return _rates(f"methods.lora.lr.{rank}", self.lr[rank])
 
     @property
     def alphas(self) -> list[str]:

@@ -67,7 +67,7 @@ class LoraMethod(Method):
             for r in lc.ranks:
                 alphas = dict.fromkeys(lc.alpha_for(r, rule) for rule in lc.alphas)
                 for a in alphas:  # two rules giving this rank one alpha: one run
-                    for lr, f in itertools.product(lc.lrs, cfg.train.replay_fractions):
+                    for lr, f in itertools.product(lc.lrs_for(r), cfg.train.replay_fractions):
                         spec = RunSpec("", self.name, task, seed, r, a, lr, variant, f)
                         run_id = run_id_of(task, self.arm_tag(spec), seed)
                         runs.append(replace(spec, run_id=run_id))
