@@ -181,9 +181,7 @@ def test_a_rate_per_rank_trains_each_rank_at_its_own_rates_and_keeps_run_ids():
     base = ["seeds=[0]", "tasks.train=[toy-med]", "methods.full.enabled=false"]
     cfg = load_config(None, [*base, "methods.lora.lr={8: 2e-3, 32: [5e-4, 1e-3], 128: 2.5e-4}"])
     lora = [r for r in make_plan(cfg) if r.method == "lora"]
-    assert [(r.rank, r.lr) for r in lora] == [
-        (8, 2e-3), (32, 5e-4), (32, 1e-3), (128, 2.5e-4)
-    ]
+    assert [(r.rank, r.lr) for r in lora] == [(8, 2e-3), (32, 5e-4), (32, 1e-3), (128, 2.5e-4)]
     assert [r.run_id for r in lora][:2] == [
         "toy-med__lora-r8-a16-lr2e-3__s0",
         "toy-med__lora-r32-a64-lr5e-4__s0",
