@@ -101,7 +101,7 @@ def _real(tiny_model: Path, data_dir: Path, *extra: str) -> list[str]:
 
 
 def test_rank_above_the_layer_dimension(monkeypatch, capsys, tmp_path, tiny_model):
-    args = _real(tiny_model, FIXTURES, "methods.lora.ranks=[8,64]")
+    args = _real(tiny_model, FIXTURES, "methods.lora.ranks=[8,64]", "methods.lora.lr=1e-3")
     expect_refusal(
         monkeypatch, capsys, tmp_path / "out", args, "rank 64 exceeds min(d_in, d_out) = 32"
     )
@@ -371,13 +371,9 @@ def test_reindex_moves_a_corrupt_store_aside_and_rebuilds(monkeypatch, capsys, s
         (["methods.lora.lr=.inf"], ["--set methods.lora.lr: must be a finite number, got inf"]),
         (["methods.lora.lr=1e400"], ["--set methods.lora.lr: must be a finite number"]),
         (["methods.full.lr=[1e-3, .nan]"], ["--set methods.full.lr[1]: must be a finite"]),
-        (
-            ["methods.lora.lr={8: 2e-3, 32: 5e-4}"],
-            ["--set methods.lora.lr: no rate for rank 128; give every rank one"],
-        ),
-        (
-            ["methods.lora.lr={8: 2e-3, 32: 5e-4, 128: 1e-4, 64: 1e-3}"],
-            ["--set methods.lora.lr: rank 64 has a rate but is not in methods.lora.ranks"],
+        (  # a mapping given with --set updates the config's, rank by rank
+            ["methods.lora.ranks=[8,16]", "methods.lora.lr={8: 1e-3}"],
+            ["--set methods.lora.lr: no rate for rank 16; give every rank one"],
         ),
         (
             ["methods.lora.lr={8: 2e-3, 32: [5e-4, 0], 128: 1e-4}"],
@@ -418,7 +414,7 @@ def test_a_file_mistake_is_still_blamed_on_the_file(monkeypatch, capsys, tmp_pat
 
 
 def test_plan_refuses_a_rank_run_refuses(monkeypatch, capsys, tmp_path, tiny_model):
-    args = _real(tiny_model, FIXTURES, "methods.lora.ranks=[8,64]")
+    args = _real(tiny_model, FIXTURES, "methods.lora.ranks=[8,64]", "methods.lora.lr=1e-3")
     needle = "--set methods.lora.ranks: rank 64 exceeds min(d_in, d_out) = 32"
     code, text = call_cli(monkeypatch, capsys, "plan", *args)
     assert code == 2 and needle in text, text

@@ -44,6 +44,7 @@ def test_set_overrides_parse_yaml_values():
         [
             "train.epochs=2",
             "methods.lora.ranks=[4,16]",
+            "methods.lora.lr=1e-3",
             "methods.full.lr=5e-5",
             "methods.lora.alpha=16",
         ],
@@ -169,7 +170,9 @@ def test_a_disabled_lora_section_is_not_checked_for_ranks_or_alpha():
 
 
 def test_run_ids_and_run_alphas_come_from_alpha_for():
-    cfg = load_config(None, ["methods.lora.alpha=0.5r", "methods.lora.ranks=[3, 8]"])
+    cfg = load_config(
+        None, ["methods.lora.alpha=0.5r", "methods.lora.ranks=[3, 8]", "methods.lora.lr=1e-3"]
+    )
     lora = [r for r in make_plan(cfg) if r.method == "lora"]
     assert {(r.rank, r.alpha) for r in lora} == {(3, 1.5), (8, 4.0)}
     assert any(r.run_id.endswith("__lora-r3-a1.5-lr1e-3__s0") for r in lora)

@@ -12,9 +12,9 @@ def test_default_grid_shape_and_ids():
     ids = [r.run_id for r in runs]
     assert ids[0] == "base" and sum(r.method == "base" for r in runs) == 1
     n_train = len(cfg.tasks.train)
-    lrs = {r.lr for r in runs if r.method == "lora"}
-    assert len(runs) == 1 + n_train * len(cfg.seeds) * (1 + len(cfg.methods.lora.ranks)) * len(lrs)
-    assert "toy-med__lora-r32-a64-lr1e-3__s2" in ids and "toy-legal__full-lr1e-3__s0" in ids
+    assert len(runs) == 1 + n_train * len(cfg.seeds) * (1 + len(cfg.methods.lora.ranks))
+    assert "toy-med__lora-r32-a64-lr1e-3__s2" in ids and "toy-legal__full-lr5e-4__s0" in ids
+    assert "toy-med__lora-r128-a256-lr2.5e-4__s0" in ids  # a rate per rank
     assert len(set(ids)) == len(ids)
 
 
@@ -108,16 +108,15 @@ def test_config_hashes_are_pinned():
         ],
     )
     got = {(r.run_id, config_hash(r, c)) for c in (plain, variant) for r in make_plan(c)[:3]}
-    # issue 14: data.gsm8k_shots joined the data section (every hash), the eval section names
-    # the prompt version and eval.kl_texts, and trained runs name their decontaminated
-    # training data (`train_data`)
+    # session 12: the toy world's identity names its tasks version (2: MCQs train on the
+    # answer letter alone), and the toy config trains each configuration at its own rate
     assert got == {
-        ("base", "3ea5dce73fbfe588"),
-        ("toy-med__full-lr1e-3__s0", "977c8afd1702efdb"),
-        ("toy-med__lora-r8-a16-lr1e-3__s0", "71761c450bc5ae5c"),
-        ("base", "3be9a8b4307276d5"),
-        ("toy-med__full-lr1e-3__s1", "37d63608d5a981f1"),
-        ("toy-med__rslora-dora-pissa-r8-a16-lr1e-3__s1", "310edc2cec0171c3"),
+        ("base", "89844c2236a8e36d"),
+        ("toy-med__full-lr5e-4__s0", "4ad941b35a1d08d7"),
+        ("toy-med__lora-r8-a16-lr2e-3__s0", "c9a70dd8d8d26d71"),
+        ("base", "ba2969735754b178"),
+        ("toy-med__full-lr5e-4__s1", "98f46b5a1c4f55e5"),
+        ("toy-med__rslora-dora-pissa-r8-a16-lr2e-3__s1", "6e61be93de4e9447"),
     }
 
 
@@ -148,7 +147,9 @@ def test_a_subset_and_decontamination_are_part_of_the_hash():
 
 
 def test_variant_is_part_of_the_id_and_a_typed_column():
-    cfg = load_config(None, ["methods.lora.variants=[gaussian]", "methods.lora.ranks=[4]"])
+    cfg = load_config(
+        None, ["methods.lora.variants=[gaussian]", "methods.lora.ranks=[4]", "methods.lora.lr=1e-3"]
+    )
     lora = [r for r in make_plan(cfg) if r.method == "lora"]
     assert {(r.variant, r.rank, r.alpha) for r in lora} == {("gaussian", 4, 8.0)}
     assert all(r.run_id.split("__")[1] == "gaussian-r4-a8-lr1e-3" for r in lora)

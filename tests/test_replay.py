@@ -28,9 +28,9 @@ from rankscope.sweep import Sweep, zero_shot
 from rankscope.tasks import TASKS
 
 PINNED = {  # tests/test_plan.py's pinned hashes of the default grid: unchanged at replay 0
-    ("base", "3ea5dce73fbfe588"),
-    ("toy-med__full-lr1e-3__s0", "977c8afd1702efdb"),
-    ("toy-med__lora-r8-a16-lr1e-3__s0", "71761c450bc5ae5c"),
+    ("base", "89844c2236a8e36d"),
+    ("toy-med__full-lr5e-4__s0", "4ad941b35a1d08d7"),
+    ("toy-med__lora-r8-a16-lr2e-3__s0", "c9a70dd8d8d26d71"),
 }
 
 
@@ -96,8 +96,8 @@ def test_ids_and_hashes_are_unchanged_at_0_and_distinct_at_a_fraction():
     lora = _run(runs, "toy-med", "lora", 0, 0.25)
     full = _run(runs, "toy-med", "full", 0, 0.25)
     assert (lora.run_id, full.run_id) == (
-        "toy-med__lora-r8-a16-lr1e-3-rp25__s0",
-        "toy-med__full-lr1e-3-rp25__s0",
+        "toy-med__lora-r8-a16-lr2e-3-rp25__s0",
+        "toy-med__full-lr5e-4-rp25__s0",
     )
     hashes = {config_hash(r, both) for r in runs}
     assert len(hashes) == len(runs)
@@ -105,7 +105,7 @@ def test_ids_and_hashes_are_unchanged_at_0_and_distinct_at_a_fraction():
     assert identity(lora, both)["train_data"]["replay"]["from"] == "toy-general"
     assert "replay" not in identity(_run(runs, "toy-med", "lora", 0, 0.0), both)["spec"]
     tag = load_config(None, ["train.replay_fraction=0.125", "tasks.train=[toy-med]"])
-    assert make_plan(tag)[1].run_id == "toy-med__full-lr1e-3-rp12.5__s0"
+    assert make_plan(tag)[1].run_id == "toy-med__full-lr5e-4-rp12.5__s0"
 
 
 @pytest.mark.parametrize(

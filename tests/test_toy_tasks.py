@@ -25,7 +25,7 @@ def test_items_are_deterministic_and_well_formed(name):
         assert len({it.id for it in a}) == len(a)
         for it in a:
             if task.kind == "mcq":
-                assert 0 <= it.gold < len(it.choices) and it.choices[it.gold] in it.completion
+                assert 0 <= it.gold < len(it.choices) and it.completion == "ABCDE"[it.gold]
                 assert it.prompt.endswith("answer :")
             else:
                 assert it.completion.endswith(f"#### {it.answer}")

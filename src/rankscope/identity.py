@@ -21,7 +21,7 @@ from typing import Any
 from rankscope.config import SweepConfig
 from rankscope.decontam import RULE as DECONTAM_RULE
 from rankscope.tasks.base import SUBSET_RULE
-from rankscope.world.spec import WORLD_VERSION, spec_for
+from rankscope.world.spec import TASKS_VERSION, WORLD_VERSION, spec_for
 
 BASE_RUN_ID = "base"
 
@@ -81,7 +81,7 @@ def run_identity(run: RunSpec, cfg: SweepConfig, method_fields: Mapping[str, Any
     ident["model"].pop("cache_dir", None)  # where the cache lives does not change results
     if cfg.model.name == "toy":  # the world's items and base model, not only its name
         spec = spec_for(cfg.model.world, cfg.model.world_seed)
-        ident["world"] = {**asdict(spec), "version": WORLD_VERSION}
+        ident["world"] = {**asdict(spec), "version": WORLD_VERSION, "tasks": TASKS_VERSION}
     ident["data"] = asdict(cfg.data)  # where items come from and how they are prompted
     ident.update(method_fields)
     ident["eval"] = {

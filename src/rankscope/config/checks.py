@@ -34,6 +34,19 @@ def rates(where: str, lr: float | list[float]) -> list[float]:
     return [float(x) for x in values]
 
 
+def rates_for(where: str, lr: float | list | dict, rank: int | None) -> list[float]:
+    """The rates the LoRA runs of rank `rank` train at: `lr` itself, or its entry for that
+    rank when `lr` gives one per rank."""
+    if not isinstance(lr, dict):
+        return rates(where, lr)
+    require(
+        rank in lr,
+        f"{where}: no rate for rank {rank}; give every rank one, or one rate for all ranks "
+        f"({where}=1e-3); the rates given: {lr}",
+    )
+    return rates(f"{where}.{rank}", lr[rank])
+
+
 def unique(where: str, values: Sequence[Any], what: str) -> None:
     """Refuse a list that names an entry twice (a run or a column would appear twice)."""
     twice = [v for i, v in enumerate(values) if v in values[:i]]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from rankscope.config.checks import at_least as _at_least
 from rankscope.config.checks import positive as _positive
 from rankscope.config.checks import rates as _rates
-from rankscope.config.checks import unique
+from rankscope.config.checks import rates_for, unique
 from rankscope.errors import ConfigError, did_you_mean, require, require_fractions, require_one_of
 from rankscope.tasks import TASKS
 
@@ -164,9 +164,8 @@ class LoraConfig:
     def __post_init__(self) -> None:
         """Rates and variants always; ranks, targets and alpha only when LoRA runs (a
         disabled section's ranks and alpha are never used, so they have never been refused)."""
-        rates = self.lr if isinstance(self.lr, dict) else {None: self.lr}
-        for rank, lr in rates.items():
-            _rates("methods.lora.lr" + ("" if rank is None else f".{rank}"), lr)
+        for rank in self.lr if isinstance(self.lr, dict) else [None]:
+            rates_for("methods.lora.lr", self.lr, rank)
         require(0 <= self.dropout < 1, "methods.lora.dropout: must be in [0, 1)")
         require(len(self.variants) > 0, "methods.lora.variants: give at least one variant")
         require(len(set(self.variants)) == len(self.variants), "methods.lora.variants: duplicate")
@@ -185,26 +184,15 @@ class LoraConfig:
                 require(a > 0, f"methods.lora.alpha: must be > 0, got {self.alpha!r}")
                 ok = math.isfinite(a)
                 require(ok, f"methods.lora.alpha: must be a finite number, got {self.alpha!r}")
-        extra = sorted(set(rates) - {None, *self.ranks})
-        require(
-            not extra,
-            f"methods.lora.lr: rank {extra[0] if extra else 0} has a rate but is not in "
-            f"methods.lora.ranks {self.ranks}",
-        )
 
     @property
     def lrs(self) -> list[float]:
-        """Every rate of the config, in order of first appearance (over the ranks)."""
-        if not isinstance(self.lr, dict):
-            return _rates("methods.lora.lr", self.lr)
+        """Every rate of the config's ranks, in order of first appearance."""
         return list(dict.fromkeys(x for r in self.ranks for x in self.lrs_for(r)))
 
     def lrs_for(self, rank: int) -> list[float]:
         """The rates the LoRA runs of rank `rank` train at: the one place `lr` is read."""
-        if not isinstance(self.lr, dict):
-            return _rates("methods.lora.lr", self.lr)
-        require(rank in self.lr, f"methods.lora.lr: no rate for rank {rank}; give every rank one")
-        return _rates(f"methods.lora.lr.{rank}", self.lr[rank])
+        return rates_for("methods.lora.lr", self.lr, rank)
 
     @property
     def alphas(self) -> list[str]:

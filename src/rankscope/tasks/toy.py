@@ -5,8 +5,12 @@ arithmetic MCQ); toy-general ~ MMLU as the retention probe (facts the base model
 pretraining; test only); toy-med ~ MedMCQA (4 options) and toy-legal ~ CaseHOLD (5 options):
 new kinds of questions, in their own option layout, whose answer is a known fact of the
 subject (see `rankscope.world.generator`). Train and test ask about disjoint subjects, so no
-test prompt occurs in training (checked) and a test score is transfer to unseen questions;
-training completions carry the fact as an explanation (like MedMCQA's `exp`).
+test prompt occurs in training (checked) and a test score is transfer to unseen questions.
+An MCQ's training completion is its answer letter alone, as in pretraining ('... answer : D')
+and in the real MCQ tasks. A completion that goes on after the letter (the option's text, an
+explanation) starts training at 15-18 nats per item, because the base model always ends
+after the letter; relearning that format first decided, by seed, whether a run learned the
+domain at all (docs/toy-world.md, "The fourth try").
 """
 
 from __future__ import annotations
@@ -90,15 +94,7 @@ def _load_mathmcq(split: str, ctx: TaskContext) -> list[Item]:
         items = []
         for i in range(_size(spec, "mathmcq", sp)):
             prompt, options, gold = number_mcq(rng, spec, rng.choice((2, 3)))
-            items.append(
-                Item(
-                    f"toy-mathmcq/{sp}/{i}",
-                    prompt,
-                    f"{LETTERS[gold]} {options[gold]}",
-                    tuple(options),
-                    gold,
-                )
-            )
+            items.append(Item(f"toy-mathmcq/{sp}/{i}", prompt, LETTERS[gold], tuple(options), gold))
         return items
 
     return _disjoint(split, make)
@@ -127,15 +123,7 @@ def _general_loader(split: str, ctx: TaskContext, per_fact: int | None = None) -
                 break
             prompt, options, gold = fact_mcq(world, fact, 4, rng, alt=rng.random() < 0.5)
         seen.add(prompt)
-        items.append(
-            Item(
-                f"toy-general/{split}/{i}",
-                prompt,
-                f"{LETTERS[gold]} {options[gold]}",
-                tuple(options),
-                gold,
-            )
-        )
+        items.append(Item(f"toy-general/{split}/{i}", prompt, LETTERS[gold], tuple(options), gold))
     return items
 
 
@@ -165,9 +153,7 @@ def _domain_loader(domain: str, task: str, n_options: int):
             fact = domain_fact(world, domain, split, rng)
             alt = rng.random() < 0.5
             prompt, options, gold = fact_mcq(world, fact, n_options, rng, alt=alt, gold=at)
-            # the answer with its explanation (like MedMCQA's `exp`): the fact as a statement
-            completion = f"{LETTERS[gold]} {options[gold]} . {statement(world, fact)}"
-            items.append(Item(f"{task}/{split}/{i}", prompt, completion, tuple(options), gold))
+            items.append(Item(f"{task}/{split}/{i}", prompt, LETTERS[gold], tuple(options), gold))
         return items
 
     def load(split: str, ctx: TaskContext) -> list[Item]:

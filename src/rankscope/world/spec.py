@@ -13,6 +13,10 @@ from dataclasses import asdict, dataclass, replace
 # Bump whenever pretraining changes, so cached base models of an older world are not reused.
 WORLD_VERSION = 7
 
+# Bump whenever the tasks render their items differently (prompts, completions), so runs on
+# the old items are not reused; outside the base model's key (the base model never sees them).
+TASKS_VERSION = 2
+
 TASK_FIELDS = (
     "n_med_train",
     "n_legal_train",
