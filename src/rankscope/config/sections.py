@@ -188,7 +188,8 @@ class LoraConfig:
     @property
     def lrs(self) -> list[float]:
         """Every rate of the config's ranks, in order of first appearance."""
-        return list(dict.fromkeys(x for r in self.ranks for x in self.lrs_for(r)))
+        ranks = self.ranks if isinstance(self.lr, dict) else [0]  # one list for every rank
+        return list(dict.fromkeys(x for r in ranks for x in self.lrs_for(r)))
 
     def lrs_for(self, rank: int) -> list[float]:
         """The rates the LoRA runs of rank `rank` train at: the one place `lr` is read."""

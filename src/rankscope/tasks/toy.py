@@ -8,9 +8,9 @@ subject (see `rankscope.world.generator`). Train and test ask about disjoint sub
 test prompt occurs in training (checked) and a test score is transfer to unseen questions.
 An MCQ's training completion is its answer letter alone, as in pretraining ('... answer : D')
 and in the real MCQ tasks. A completion that goes on after the letter (the option's text, an
-explanation) starts training at 15-18 nats per item, because the base model always ends
+explanation) starts training at 15-18 nats per token, because the base model always ends
 after the letter; relearning that format first decided, by seed, whether a run learned the
-domain at all (docs/toy-world.md, "The fourth try").
+domain at all (docs/toy-world.md, "A fourth try").
 """
 
 from __future__ import annotations
