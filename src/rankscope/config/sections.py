@@ -164,7 +164,7 @@ class LoraConfig:
     def __post_init__(self) -> None:
         """Rates and variants always; ranks, targets and alpha only when LoRA runs (a
         disabled section's ranks and alpha are never used, so they have never been refused)."""
-        for rank in self.lr if isinstance(self.lr, dict) else [None]:
+        for rank in self.lr if isinstance(self.lr, dict) else [None]:  # every entry, always
             rates_for("methods.lora.lr", self.lr, rank)
         require(0 <= self.dropout < 1, "methods.lora.dropout: must be in [0, 1)")
         require(len(self.variants) > 0, "methods.lora.variants: give at least one variant")
@@ -188,8 +188,9 @@ class LoraConfig:
     @property
     def lrs(self) -> list[float]:
         """Every rate of the config's ranks, in order of first appearance."""
-        ranks = self.ranks if isinstance(self.lr, dict) else [0]  # one list for every rank
-        return list(dict.fromkeys(x for r in ranks for x in self.lrs_for(r)))
+        if not isinstance(self.lr, dict):
+            return _rates("methods.lora.lr", self.lr)
+        return list(dict.fromkeys(x for r in self.ranks for x in self.lrs_for(r)))
 
     def lrs_for(self, rank: int) -> list[float]:
         """The rates the LoRA runs of rank `rank` train at: the one place `lr` is read."""
